@@ -1,0 +1,1 @@
+"""Rendering of explanations as matplotlib figures (pure: no model runs here)."""

@@ -1,0 +1,31 @@
+"""Where models come from: a local folder, a model shipped inside this package, or a hub id."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+
+
+def shipped_models() -> list[str]:
+    """Names of the checkpoints shipped inside the package (loadable offline by name)."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def resolve_model_path(name_or_path) -> str:
+    """A shipped name → its folder; a folder → itself (it must hold config.json); anything else → a hub id."""
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise TypeError(f"expected a model name or folder, got {type(name_or_path).__name__}")
+    shipped = SHIPPED_DIR / name_or_path
+    if "/" not in name_or_path and (shipped / "config.json").is_file():
+        return str(shipped)
+    if os.path.isdir(name_or_path):
+        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+            raise FileNotFoundError(f"{name_or_path} is a folder without config.json: not a saved VLE model")
+        return name_or_path
+    return name_or_path

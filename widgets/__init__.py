@@ -1,0 +1,1 @@
+"""Thin ipywidgets explorers over vle and viz."""
