@@ -28,4 +28,8 @@ def resolve_model_path(name_or_path) -> str:
         if not os.path.isfile(os.path.join(name_or_path, "config.json")):
             raise FileNotFoundError(f"{name_or_path} is a folder without config.json: not a saved VLE model")
         return name_or_path
+    if "/" not in name_or_path:
+        shipped_list = ", ".join(shipped_models()) or "none yet"
+        raise FileNotFoundError(f"unknown model {name_or_path!r}: not a shipped model (shipped: {shipped_list}) and "
+                                f"not a folder; hub ids look like 'hfl/vle-base'")
     return name_or_path

@@ -405,6 +405,10 @@ class VLEModel(VLEPreTrainedModel):
             image_mask = torch.ones(image_embeds.shape[:2], dtype=torch.long, device=image_embeds.device)
             image_types = torch.ones_like(image_mask)
             text_types = torch.zeros_like(attention_mask)
+        for types in (text_types, image_types):
+            if types.numel() and int(types.max()) >= self.config.num_token_types:
+                raise ValueError(f"token type {int(types.max())} is out of range: this model has "
+                                 f"{self.config.num_token_types} token types (num_token_types); too many objects?")
         text_embeds = text_embeds + self.token_type_embeddings(text_types)
         image_embeds = image_embeds + self.token_type_embeddings(image_types)
 

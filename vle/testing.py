@@ -36,3 +36,29 @@ def tiny_processor(image_size: int = 32):
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
                                             crop_size={"height": image_size, "width": image_size})
     return VLEProcessor(image_processor=image_processor, tokenizer=DebertaV2Tokenizer.from_pretrained(tiny_tokenizer_dir()))
+
+
+def tiny_vqa_pipeline(answers=("red", "blue", "circle")):
+    """A VQA pipeline on a tiny random model (answers mean nothing): for docstrings and tests."""
+    import torch
+
+    from .configuration_vle import VLEConfig
+    from .modeling_vle import VLEForVQA
+    from .pipelines import VLEForVQAPipeline
+
+    torch.manual_seed(0)
+    config = VLEConfig.tiny(id2label=dict(enumerate(answers)))
+    return VLEForVQAPipeline(model=VLEForVQA(config).eval(), processor=tiny_processor())
+
+
+def save_tiny_model(model_class, folder: str, seed: int = 0, **config_overrides):
+    """Save a tiny random model of ``model_class`` with its processor into ``folder`` (a loadable checkpoint)."""
+    import torch
+
+    from .configuration_vle import VLEConfig
+
+    torch.manual_seed(seed)
+    model = model_class(VLEConfig.tiny(**config_overrides)).eval()
+    model.save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
+    return model

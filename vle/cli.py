@@ -1,0 +1,131 @@
+"""``vle-workbench``: the pipelines from the command line.
+
+    vle-workbench vqa IMAGE "QUESTION" [--model M] [--top-k K]
+    vle-workbench itm IMAGE "TEXT" [--model M]
+    vle-workbench pbc IMAGE "PHRASE" [--model M] [--out overlay.png]
+    vle-workbench vcr ANNOTATION.json --image IMAGE --metadata META.json [--task q2a|qa2r] [--model M]
+    vle-workbench classify IMAGE LABEL [LABEL ...] [--template "a photo of a {}."] [--model M]
+    vle-workbench demo     (the main job: a VQA run with the embedded model, or a tiny random one until it ships)
+
+Models are shipped names (offline), local folders or hub ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+DEFAULT_MODELS = {
+    "vqa": "vle-tiny-shapes-vqa", "itm": "vle-tiny-shapes", "pbc": "vle-tiny-shapes", "classify": "vle-tiny-shapes",
+    "vcr_q2a": "vle-tiny-shapes-vcr-q2a", "vcr_qa2r": "vle-tiny-shapes-vcr-qa2r",
+}
+
+
+def _pipe(task: str, model: str | None):
+    from .pipelines import pipeline
+
+    return pipeline(task, model or DEFAULT_MODELS[task])
+
+
+def _print(value) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def cmd_vqa(args) -> None:
+    _print(_pipe("vqa", args.model)(image=args.image, question=args.question, top_k=args.top_k))
+
+
+def cmd_itm(args) -> None:
+    _print(_pipe("itm", args.model)(image=args.image, text=args.text))
+
+
+def cmd_pbc(args) -> None:
+    result = _pipe("pbc", args.model)(image=args.image, text=args.text)
+    result["image"].save(args.out)
+    _print({"scores": result["scores"].round(4).tolist(), "overlay": args.out})
+
+
+def cmd_vcr(args) -> None:
+    with open(args.annotation) as handle:
+        annotation = json.load(handle)
+    with open(args.metadata) as handle:
+        metadata = json.load(handle)
+    task = f"vcr_{args.task}"
+    _print(_pipe(task, args.model)(image=args.image, annotation=annotation, metadata=metadata))
+
+
+def cmd_classify(args) -> None:
+    _print(_pipe("classify", args.model)(image=args.image, candidate_labels=args.labels,
+                                         hypothesis_template=args.template))
+
+
+def cmd_demo(args) -> None:
+    from .hub import shipped_models
+
+    if DEFAULT_MODELS["vqa"] in shipped_models():
+        from .demo import run_shapes_demo
+
+        run_shapes_demo()
+        return
+    import numpy as np
+
+    from .testing import tiny_vqa_pipeline
+
+    print("The embedded shapes model is not shipped yet: running the VQA pipeline on a TINY RANDOM model, so the "
+          "answers below mean nothing; they show the pipeline end to end.")
+    image = np.full((64, 64, 3), 200, np.uint8)
+    image[16:48, 16:48] = (220, 30, 30)
+    question = "what color is the square?"
+    print(f"question: {question}")
+    for answer in tiny_vqa_pipeline(answers=("red", "blue", "green"))(image=image, question=question, top_k=3):
+        print(f"  {answer['answer']:>8s}  {answer['score']:.3f}")
+    print("truth: red")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vle-workbench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, handler, help_text):
+        command = sub.add_parser(name, help=help_text)
+        command.set_defaults(handler=handler)
+        command.add_argument("--model", default=None, help="shipped name, folder or hub id")
+        return command
+
+    vqa = add("vqa", cmd_vqa, "answer a question about an image")
+    vqa.add_argument("image")
+    vqa.add_argument("question")
+    vqa.add_argument("--top-k", type=int, default=5)
+    itm = add("itm", cmd_itm, "probability that a text matches an image")
+    itm.add_argument("image")
+    itm.add_argument("text")
+    pbc = add("pbc", cmd_pbc, "patches that a phrase is about, as an overlay")
+    pbc.add_argument("image")
+    pbc.add_argument("text")
+    pbc.add_argument("--out", default="pbc_overlay.png")
+    vcr = add("vcr", cmd_vcr, "VCR multiple choice from an annotation in the VCR format")
+    vcr.add_argument("annotation")
+    vcr.add_argument("--image", required=True)
+    vcr.add_argument("--metadata", required=True)
+    vcr.add_argument("--task", choices=("q2a", "qa2r"), default="q2a")
+    classify = add("classify", cmd_classify, "zero-shot classification by image-text matching")
+    classify.add_argument("image")
+    classify.add_argument("labels", nargs="+")
+    classify.add_argument("--template", default="a photo of a {}.")
+    add("demo", cmd_demo, "the main job: VQA with the embedded model on a scene from pics/")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (ValueError, FileNotFoundError, TypeError, OSError) as error:
+        print(f"vle-workbench {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
