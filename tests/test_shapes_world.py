@@ -336,7 +336,7 @@ def test_vcr_examples(scenes):
         json.dumps([annotation, metadata])
         families[annotation["question_family"]] += 1
         n = len(scene.objects)
-        assert annotation["objects"] == metadata["names"] == [o.shape for o in scene.objects]
+        assert annotation["objects"] == metadata["names"] == ["object"] * n  # one class: tags, not words, point
         assert metadata["boxes"] == [[*o.box, 1.0] for o in scene.objects]
         assert (metadata["width"], metadata["height"]) == (128, 128)
         assert annotation["metadata_fn"] == f"shapes_{scene.seed}.json"

@@ -10,6 +10,7 @@ from .modeling_vle import (
     VLEForMLM,
     VLEForMPC,
     VLEForPBC,
+    VLEForPretraining,
     VLEForVCRQ2A,
     VLEForVCRQA2R,
     VLEForVQA,
@@ -22,7 +23,7 @@ AutoConfig.register("vle", VLEConfig, exist_ok=True)
 AutoModel.register(VLEConfig, VLEModel, exist_ok=True)
 
 __all__ = [
-    "HEAD_CLASSES", "MissingHeadError", "VLEConfig", "VLEForITM", "VLEForMLM", "VLEForMPC", "VLEForPBC",
+    "HEAD_CLASSES", "MissingHeadError", "VLEConfig", "VLEForITM", "VLEForMLM", "VLEForMPC", "VLEForPBC", "VLEForPretraining",
     "VLEForVCRQ2A", "VLEForVCRQA2R", "VLEForVQA", "VLEHeadOutput", "VLEModel", "VLEModelOutput",
     "extend_position_embedding",
 ]

@@ -115,16 +115,23 @@ def check_loading_info(model, info: dict, path: str, init_new_head: bool) -> Non
     if missing_head:
         logger.warning(f"{path}: new {type(model).__name__} head initialised: {missing_head}")
     unexpected = sorted(info.get("unexpected_keys") or ())
+    other_heads = sorted({k.split(".")[0] for k in unexpected if k.split(".")[0] in _known_head_prefixes()})
+    if other_heads:
+        logger.info(f"{path}: heads not used by {type(model).__name__}: {', '.join(other_heads)}")
+    unexpected = [k for k in unexpected if k.split(".")[0] not in _known_head_prefixes()]
     if unexpected:
         logger.warning(f"{path}: {len(unexpected)} checkpoint keys unused by {type(model).__name__}: "
                        f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
 
 
-def _heads_in(path: str) -> list[str]:
+def _known_head_prefixes() -> set[str]:
     from .modeling_vle import HEAD_CLASSES
 
-    prefixes = {p for cls in HEAD_CLASSES.values() for p in cls.head_prefixes}
-    return sorted(p for p in prefixes if checkpoint_shape(path, _first_key(p)) is not None)
+    return {p for cls in HEAD_CLASSES.values() for p in cls.head_prefixes}
+
+
+def _heads_in(path: str) -> list[str]:
+    return sorted(p for p in _known_head_prefixes() if checkpoint_shape(path, _first_key(p)) is not None)
 
 
 def _first_key(prefix: str) -> str:

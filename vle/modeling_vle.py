@@ -199,7 +199,10 @@ class VLEPreTrainedModel(PreTrainedModel):
     base_model_prefix = "vle"
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
-    _keys_to_ignore_on_load_unexpected = [r"position_ids$"]
+    # old persistent buffers, and the other task heads a multi-head checkpoint holds (reported at info level)
+    _keys_to_ignore_on_load_unexpected = [
+        r"position_ids$", r"^(itm_score|pbc_classifier|mlm_score|mpc_classifier|vqa_classifier|vcr_q2a_logit|vcr_qa2r_logit)\.",
+    ]
     _supports_sdpa = True
     # The head (or heads) this class adds on top of VLEModel, by parameter prefix; used to name missing heads.
     head_prefixes: tuple[str, ...] = ()
@@ -496,44 +499,6 @@ class ITMHead(nn.Module):
         return self.fc(pooled)
 
 
-class VLEForITM(_VLEHeadModel):
-    """Image-text matching: logits (batch, 2), class 1 = match."""
-
-    head_prefixes = ("itm_score",)
-
-    def __init__(self, config: VLEConfig):
-        super().__init__(config)
-        self.itm_score = ITMHead(2 * config.hidden_size)
-        self.post_init()
-
-    def forward(self, itm_labels=None, **kwargs) -> VLEHeadOutput:
-        out = self._encode(kwargs)
-        logits = self.itm_score(out.pooler_output)
-        loss = F.cross_entropy(logits, itm_labels) if itm_labels is not None else None
-        return VLEHeadOutput(loss=loss, logits=logits, vle_output=out)
-
-
-class VLEForPBC(_VLEHeadModel):
-    """Patch-box classification: logits (batch, patches [+ boxes], 2), class 1 = the patch belongs to what the text
-    describes. ``pbc_labels`` (batch, patches) with -100 for patches to ignore."""
-
-    head_prefixes = ("pbc_classifier",)
-
-    def __init__(self, config: VLEConfig):
-        super().__init__(config)
-        self.pbc_classifier = _sequential_head(config.hidden_size, config.hidden_size, 2)
-        self.post_init()
-
-    def forward(self, pbc_labels=None, **kwargs) -> VLEHeadOutput:
-        out = self._encode(kwargs)
-        logits = self.pbc_classifier(out.image_embeds[:, 1:])  # (batch, patches + boxes, 2)
-        loss = None
-        if pbc_labels is not None:
-            labels = pbc_labels[:, : logits.shape[1]]
-            loss = F.cross_entropy(logits[:, : labels.shape[1]].reshape(-1, 2), labels.reshape(-1), ignore_index=-100)
-        return VLEHeadOutput(loss=loss, logits=logits, vle_output=out)
-
-
 class VLEMLMPredictions(nn.Module):
     """DeBERTa's legacy MLM prediction head (the checkpoints' ``predictions.*`` layout); the decoder weight is tied to
     the word embeddings and its bias is ``predictions.bias``."""
@@ -563,66 +528,81 @@ class VLEMLMHead(nn.Module):
         return self.predictions(hidden)
 
 
-class VLEForMLM(_VLEHeadModel):
-    """Masked language modelling over the fused text stream: logits (batch, text_len, vocab)."""
+def mask_patches(pixel_values: torch.Tensor, patch_ids, patch_size: int) -> torch.Tensor:
+    """Zero (the normalised mean colour) every pixel of the listed patches ([batch][box][patch]); a new tensor."""
+    grid = pixel_values.shape[-1] // patch_size
+    masked = pixel_values.clone()
+    for item, boxes in enumerate(patch_ids):
+        for patches in boxes:
+            for index in patches:
+                row, col = divmod(int(index), grid)
+                masked[item, :, row * patch_size:(row + 1) * patch_size, col * patch_size:(col + 1) * patch_size] = 0
+    return masked
 
-    head_prefixes = ("mlm_score",)
-    _tied_weights_keys = {
+
+class _PretrainingHeads(_VLEHeadModel):
+    """The four pretraining heads (ITM, PBC, MLM, MPC): how each is built and computed. Each public class builds the
+    heads it names in ``heads``; ``VLEForPretraining`` builds all four on one shared encoder."""
+
+    heads: tuple[str, ...] = ()
+    _prefix_of = {"itm": "itm_score", "pbc": "pbc_classifier", "mlm": "mlm_score", "mpc": "mpc_classifier"}
+    _tied_mlm = {
         "mlm_score.1.predictions.decoder.weight": "vle.text_model.embeddings.word_embeddings.weight",
         "mlm_score.1.predictions.decoder.bias": "mlm_score.1.predictions.bias",
     }
 
     def __init__(self, config: VLEConfig):
         super().__init__(config)
-        text_config = config.text_config
-        self.mlm_score = nn.Sequential(nn.Linear(config.hidden_size, text_config.hidden_size), VLEMLMHead(text_config))
+        hidden = config.hidden_size
+        if "itm" in self.heads:
+            self.itm_score = ITMHead(2 * hidden)
+        if "pbc" in self.heads:
+            self.pbc_classifier = _sequential_head(hidden, hidden, 2)
+        if "mlm" in self.heads:
+            text_config = config.text_config
+            self.mlm_score = nn.Sequential(nn.Linear(hidden, text_config.hidden_size), VLEMLMHead(text_config))
+        if "mpc" in self.heads:
+            num_classes = len(getattr(config, "mpc_labels", None) or ()) or 2
+            self.mpc_classifier = _sequential_head(hidden, hidden, num_classes)
         self.post_init()
 
     def tie_weights(self, *args, **kwargs):
         super().tie_weights(*args, **kwargs)
-        predictions = self.mlm_score[1].predictions
-        predictions.decoder.weight = self.vle.text_model.embeddings.word_embeddings.weight
-        predictions.decoder.bias = predictions.bias
+        if "mlm" in self.heads:
+            predictions = self.mlm_score[1].predictions
+            predictions.decoder.weight = self.vle.text_model.embeddings.word_embeddings.weight
+            predictions.decoder.bias = predictions.bias
 
-    def forward(self, mlm_labels=None, **kwargs) -> VLEHeadOutput:
+    def _itm(self, kwargs, labels) -> VLEHeadOutput:
         out = self._encode(kwargs)
-        logits = self.mlm_score(out.text_embeds)
-        loss = None
-        if mlm_labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), mlm_labels.reshape(-1), ignore_index=-100)
+        logits = self.itm_score(out.pooler_output)  # (batch, 2)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
         return VLEHeadOutput(loss=loss, logits=logits, vle_output=out)
 
+    def _pbc(self, kwargs, labels) -> VLEHeadOutput:
+        out = self._encode(kwargs)
+        logits = self.pbc_classifier(out.image_embeds[:, 1:])  # (batch, patches + boxes, 2)
+        loss = None
+        if labels is not None:
+            labels = labels[:, : logits.shape[1]]
+            loss = F.cross_entropy(logits[:, : labels.shape[1]].reshape(-1, 2), labels.reshape(-1), ignore_index=-100)
+        return VLEHeadOutput(loss=loss, logits=logits, vle_output=out)
 
-class VLEForMPC(_VLEHeadModel):
-    """Masked patch-box classification (the paper's fourth objective): the pixels of each box in ``patch_ids``
-    ([batch][box][patch index]) are blanked, and the class of the hidden object is predicted from the mean of the
-    fused image states over the box's patches. Logits (batch, max boxes, classes); ``mpc_labels`` (batch, max boxes)
-    with -100 for padding. ``config.mpc_labels`` names the classes."""
+    def _mlm(self, kwargs, labels) -> VLEHeadOutput:
+        out = self._encode(kwargs)
+        logits = self.mlm_score(out.text_embeds)  # (batch, text_len, vocab)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return VLEHeadOutput(loss=loss, logits=logits, vle_output=out)
 
-    head_prefixes = ("mpc_classifier",)
-
-    def __init__(self, config: VLEConfig):
-        super().__init__(config)
-        num_classes = len(getattr(config, "mpc_labels", None) or ()) or 2
-        self.mpc_classifier = _sequential_head(config.hidden_size, config.hidden_size, num_classes)
-        self.post_init()
-
-    def mask_patches(self, pixel_values: torch.Tensor, patch_ids) -> torch.Tensor:
-        """Zero (the normalised mean colour) every pixel of the listed patches; returns a new tensor."""
-        patch = self.config.vision_config.patch_size
-        grid = pixel_values.shape[-1] // patch
-        masked = pixel_values.clone()
-        for item, boxes in enumerate(patch_ids):
-            for patches in boxes:
-                for index in patches:
-                    row, col = divmod(int(index), grid)
-                    masked[item, :, row * patch:(row + 1) * patch, col * patch:(col + 1) * patch] = 0
-        return masked
-
-    def forward(self, patch_ids=None, mpc_labels=None, pixel_values=None, **kwargs) -> VLEHeadOutput:
+    def _mpc(self, kwargs, labels, patch_ids) -> VLEHeadOutput:
         if patch_ids is None:
-            raise ValueError("VLEForMPC needs patch_ids: the boxes to mask and classify, [batch][box][patch index]")
-        out = self._encode({**kwargs, "pixel_values": self.mask_patches(pixel_values, patch_ids)})
+            raise ValueError("MPC needs patch_ids: the boxes to mask and classify, [batch][box][patch index]")
+        if kwargs.get("pixel_values") is None:
+            raise ValueError("MPC needs pixel_values: it masks the boxes' pixels")
+        kwargs["pixel_values"] = mask_patches(kwargs["pixel_values"], patch_ids, self.config.patch_size)
+        out = self._encode(kwargs)
         patches = out.image_embeds[:, 1:]  # (batch, patches, H)
         max_boxes = max(len(boxes) for boxes in patch_ids)
         pooled = patches.new_zeros(len(patch_ids), max_boxes, patches.shape[-1])
@@ -631,10 +611,73 @@ class VLEForMPC(_VLEHeadModel):
                 pooled[item, box] = patches[item, torch.as_tensor(list(index), device=patches.device)].mean(0)
         logits = self.mpc_classifier(pooled)  # (batch, max boxes, classes)
         loss = None
-        if mpc_labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.as_tensor(mpc_labels).reshape(-1),
-                                   ignore_index=-100)
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=logits.device).reshape(-1)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels, ignore_index=-100)
         return VLEHeadOutput(loss=loss, logits=logits, vle_output=out)
+
+
+class VLEForITM(_PretrainingHeads):
+    """Image-text matching: logits (batch, 2), class 1 = match."""
+
+    heads, head_prefixes = ("itm",), ("itm_score",)
+
+    def forward(self, itm_labels=None, **kwargs) -> VLEHeadOutput:
+        return self._itm(kwargs, itm_labels)
+
+
+class VLEForPBC(_PretrainingHeads):
+    """Patch-box classification: logits (batch, patches [+ boxes], 2), class 1 = the patch belongs to what the text
+    describes. ``pbc_labels`` (batch, patches) with -100 for patches to ignore."""
+
+    heads, head_prefixes = ("pbc",), ("pbc_classifier",)
+
+    def forward(self, pbc_labels=None, **kwargs) -> VLEHeadOutput:
+        return self._pbc(kwargs, pbc_labels)
+
+
+class VLEForMLM(_PretrainingHeads):
+    """Masked language modelling over the fused text stream: logits (batch, text_len, vocab)."""
+
+    heads, head_prefixes = ("mlm",), ("mlm_score",)
+    _tied_weights_keys = _PretrainingHeads._tied_mlm
+
+    def forward(self, mlm_labels=None, **kwargs) -> VLEHeadOutput:
+        return self._mlm(kwargs, mlm_labels)
+
+
+class VLEForMPC(_PretrainingHeads):
+    """Masked patch-box classification (the paper's fourth objective): the pixels of each box in ``patch_ids``
+    ([batch][box][patch index]) are blanked, and the class of the hidden object is predicted from the mean of the
+    fused image states over the box's patches. Logits (batch, max boxes, classes); ``mpc_labels`` (batch, max boxes)
+    with -100 for padding. ``config.mpc_labels`` names the classes."""
+
+    heads, head_prefixes = ("mpc",), ("mpc_classifier",)
+
+    def mask_patches(self, pixel_values: torch.Tensor, patch_ids) -> torch.Tensor:
+        return mask_patches(pixel_values, patch_ids, self.config.patch_size)
+
+    def forward(self, patch_ids=None, mpc_labels=None, **kwargs) -> VLEHeadOutput:
+        return self._mpc(kwargs, mpc_labels, patch_ids)
+
+
+class VLEForPretraining(_PretrainingHeads):
+    """All four pretraining heads on one encoder, as the pretrained checkpoints hold them. ``forward(task=...)`` runs
+    one objective: ``itm`` (``labels`` (batch,)), ``pbc`` ((batch, patches)), ``mlm`` ((batch, text_len)) or ``mpc``
+    (``patch_ids`` of the boxes to mask, ``labels`` (batch, boxes))."""
+
+    heads = ("itm", "pbc", "mlm", "mpc")
+    head_prefixes = ("itm_score", "pbc_classifier", "mlm_score", "mpc_classifier")
+    _tied_weights_keys = _PretrainingHeads._tied_mlm
+
+    def forward(self, task: str = "itm", labels=None, patch_ids=None, **kwargs) -> VLEHeadOutput:
+        if task == "mpc":
+            return self._mpc(kwargs, labels, patch_ids)
+        if task not in ("itm", "pbc", "mlm"):
+            raise ValueError(f"unknown pretraining task {task!r}: itm, pbc, mlm or mpc")
+        if patch_ids is not None:
+            kwargs["patch_ids"] = patch_ids
+        return getattr(self, f"_{task}")(kwargs, labels)
 
 
 class _VLEForVCR(_VLEHeadModel):
@@ -689,6 +732,6 @@ class VLEForVCRQA2R(_VLEForVCR):
 
 
 HEAD_CLASSES = {
-    "vqa": VLEForVQA, "itm": VLEForITM, "pbc": VLEForPBC, "mlm": VLEForMLM, "mpc": VLEForMPC,
+    "pretraining": VLEForPretraining, "vqa": VLEForVQA, "itm": VLEForITM, "pbc": VLEForPBC, "mlm": VLEForMLM, "mpc": VLEForMPC,
     "vcr_q2a": VLEForVCRQ2A, "vcr_qa2r": VLEForVCRQA2R,
 }
