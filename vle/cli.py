@@ -5,7 +5,9 @@
     vle-workbench pbc IMAGE "PHRASE" [--model M] [--out overlay.png]
     vle-workbench vcr ANNOTATION.json --image IMAGE --metadata META.json [--task q2a|qa2r] [--model M]
     vle-workbench classify IMAGE LABEL [LABEL ...] [--template "a photo of a {}."] [--model M]
-    vle-workbench demo     (the main job: a VQA run with the embedded model, or a tiny random one until it ships)
+    vle-workbench demo     (the main job: a VQA run with the embedded model on a scene from pics/)
+    vle-workbench train --out DIR [--recipe full|teaching]
+    vle-workbench evaluate [--seed S] [--n N] [--json]
 
 Models are shipped names (offline), local folders or hub ids.
 """
@@ -83,6 +85,24 @@ def cmd_demo(args) -> None:
     print("truth: red")
 
 
+def cmd_train(args) -> None:
+    from .shapes.train import train
+
+    timings = train(args.out, recipe=args.recipe, seed=args.seed, threads=args.threads)
+    _print({stage: round(seconds, 1) for stage, seconds in timings.items()})
+
+
+def cmd_evaluate(args) -> None:
+    from .shapes.evaluate import DEFAULT_SEED, evaluate, format_table
+
+    models = None
+    if args.models:
+        models = {stage: f"{args.models}/{stage}" for stage in ("pretrained", "vqa", "vcr-q2a", "vcr-qa2r")}
+    results = evaluate(seed=DEFAULT_SEED if args.seed is None else args.seed, n=args.n, models=models,
+                       progress=not args.json)
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vle-workbench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("labels", nargs="+")
     classify.add_argument("--template", default="a photo of a {}.")
     add("demo", cmd_demo, "the main job: VQA with the embedded model on a scene from pics/")
+    train = sub.add_parser("train", help="train the shapes-world models (tokenizer, pretraining, VQA, VCR)")
+    train.set_defaults(handler=cmd_train)
+    train.add_argument("--out", required=True, help="folder for the stage checkpoints (resumes if present)")
+    train.add_argument("--recipe", choices=("full", "teaching", "smoke"), default="full")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=None)
+    evaluate = sub.add_parser("evaluate", help="accuracy of the shapes models on held-out scenes")
+    evaluate.set_defaults(handler=cmd_evaluate)
+    evaluate.add_argument("--seed", type=int, default=None, help="first held-out scene seed (>= 1000000)")
+    evaluate.add_argument("--n", type=int, default=200, help="number of held-out scenes")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--models", default=None, help="a training output folder instead of the shipped models")
     return parser
 
 

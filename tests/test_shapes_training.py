@@ -1,0 +1,125 @@
+"""Shapes-world training: tokenizer, batches, loss goes down, deterministic resume; shipped models and their
+accuracy on a small held-out sample (the full evaluation is `vle-workbench evaluate`, a benchmark)."""
+
+import numpy as np
+import pytest
+import torch
+
+from vle import VLEForPretraining, VLEForVQA
+from vle.hub import shipped_models
+from vle.shapes import ANSWERS, NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, make_scene, world_corpus
+from vle.shapes.data import PRETRAINING_TASKS, ScenePool, normalize, vcr_batch, vqa_batch
+from vle.shapes.evaluate import SHIPPED, _vqa
+from vle.shapes.train import RECIPES, Stage, build_processor, shapes_config, train, train_stage
+
+
+@pytest.fixture(scope="module")
+def processor(tmp_path_factory):
+    return build_processor(str(tmp_path_factory.mktemp("tok")))
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return ScenePool(0, 12)
+
+
+def test_tokenizer_round_trip(processor):
+    tokenizer = processor.tokenizer
+    assert type(tokenizer).__name__ == "DebertaV2Tokenizer"
+    assert (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id) == (0, 1, 2, 3)
+    for sentence in list(world_corpus(5, seed=123)):
+        ids = tokenizer(sentence)["input_ids"]
+        assert tokenizer.unk_token_id not in ids, sentence
+        assert tokenizer.decode(ids, skip_special_tokens=True) == sentence
+
+
+def test_pixels_match_the_processor(processor):
+    scene = make_scene(5)
+    expected = processor.preprocess_images(scene.image)
+    actual = normalize(torch.from_numpy(np.array(scene.pixels)).permute(2, 0, 1)[None])
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_every_batch_builder_runs_on_the_model(processor, pool):
+    config = shapes_config(len(processor.tokenizer), **{"hidden": 32, "layers": RECIPES["smoke"].layers})
+    model = VLEForPretraining(config)
+    rng = np.random.default_rng(0)
+    for task, builder in PRETRAINING_TASKS.items():
+        assert torch.isfinite(model(task=task, **builder(pool, processor, rng, np.array([0, 5, 7]))).loss), task
+    batch = vqa_batch(pool, processor, rng, np.array([1, 2]))
+    assert len(batch["vqa_labels"]) == 2
+    vcr = vcr_batch(pool, processor, rng, np.array([3, 4]))
+    assert vcr["input_ids"].shape[:2] == (2, 4) and vcr["labels"].shape == (2,)
+
+
+def test_a_few_steps_lower_the_loss(processor, pool):
+    torch.manual_seed(0)
+    model = VLEForVQA(shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)).train()
+    batch = vqa_batch(pool, processor, np.random.default_rng(0), np.arange(12))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatch):
+    import vle.shapes.train as training
+
+    config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
+    stage = Stage("vqa", 6, 1e-3, 4)
+    straight = VLEForVQA.from_pretrained(train_stage(stage, config, pool, processor, str(tmp_path / "a"),
+                                                     checkpoint_every=2))
+    real_loss = training._loss
+
+    def crash_at_step_5(stage, model, pool, processor, rng, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real_loss(stage, model, pool, processor, rng, step)
+
+    monkeypatch.setattr(training, "_loss", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(stage, config, pool, processor, str(tmp_path / "b"), checkpoint_every=2)
+    assert (tmp_path / "b" / "vqa" / "train_state.pt").is_file()
+    monkeypatch.setattr(training, "_loss", real_loss)
+    resumed = VLEForVQA.from_pretrained(train_stage(stage, config, pool, processor, str(tmp_path / "b"),
+                                                    checkpoint_every=2))
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_smoke_recipe_writes_hfl_layout_checkpoints(tmp_path):
+    timings = train(str(tmp_path), recipe="smoke")
+    assert set(timings) >= {"pretrained", "vqa", "vcr-q2a", "vcr-qa2r", "total"}
+    for stage in ("pretrained", "vqa", "vcr-q2a", "vcr-qa2r"):
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / stage).iterdir()}
+    assert VLEForVQA.from_pretrained(str(tmp_path / "vqa")).config.id2label == dict(enumerate(ANSWERS))
+
+
+def test_every_shipped_checkpoint_loads_by_name():
+    import vle
+
+    assert set(SHIPPED.values()) <= set(shipped_models())
+    for cls in (vle.VLEForITM, vle.VLEForPBC, vle.VLEForMLM, vle.VLEForMPC, vle.VLEForPretraining):
+        cls.from_pretrained("vle-tiny-shapes")
+    vle.VLEForVQA.from_pretrained("vle-tiny-shapes-vqa")
+    vle.VLEForVCRQ2A.from_pretrained("vle-tiny-shapes-vcr-q2a")
+    vle.VLEForVCRQA2R.from_pretrained("vle-tiny-shapes-vcr-qa2r")
+
+
+def test_shipped_vqa_model_on_a_small_held_out_sample():
+    from vle.processing_vle import VLEProcessor
+
+    pool = ScenePool(2_000_000, 40)
+    with torch.inference_mode():
+        by_family, _ = _vqa(VLEForVQA.from_pretrained("vle-tiny-shapes-vqa"),
+                            VLEProcessor.from_pretrained("vle-tiny-shapes-vqa"), pool, 2_000_000, 64)
+    nonrelational = np.mean([by_family[f] for f in NONRELATIONAL_FAMILIES])
+    relational = np.mean([by_family[f] for f in RELATIONAL_FAMILIES])
+    # targets are 0.99 / 0.94 on the full evaluation; 40 scenes leave room for sampling noise
+    assert nonrelational >= 0.97, by_family
+    assert relational >= 0.88, by_family

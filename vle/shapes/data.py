@@ -1,0 +1,128 @@
+"""Batches for every shapes-world objective, built on the fly from a pool of pre-rendered scenes.
+
+Builders take the pool indices of the batch's scenes (training samples them, evaluation walks the pool in order).
+Every batch is a pure function of (pool, rng, index), so training resumes exactly without saving data state.
+
+>>> from vle.testing import tiny_processor
+>>> pool = ScenePool(0, 4)
+>>> batch = vqa_batch(pool, tiny_processor(), np.random.default_rng(0), np.array([0, 3]), ANSWERS)
+>>> tuple(batch["pixel_values"].shape), len(batch["vqa_labels"])
+((2, 3, 128, 128), 2)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .tasks import (ANSWERS, MPC_CLASSES, make_caption, make_mpc, make_negative_caption, make_pbc, make_vcr,
+                    make_vqa)
+from .world import make_scene, patch_coverage
+
+CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
+CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
+HELD_OUT_SEED = 1_000_000  # training never draws a scene seed at or above this
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (batch, 3, H, W) → CLIP-normalised float: what the processor does to an image already at its size."""
+    return (pixels.float() / 255.0 - CLIP_MEAN) / CLIP_STD
+
+
+class ScenePool:
+    """Scenes ``start_seed .. start_seed + n - 1`` with their pixels (n, 3, H, W) uint8 rendered once."""
+
+    def __init__(self, start_seed: int, n: int, image_size: int = 128, progress: bool = False):
+        seeds = range(start_seed, start_seed + n)
+        self.scenes = [make_scene(seed, image_size) for seed in tqdm(seeds, desc="rendering scenes",
+                                                                      disable=not progress, leave=False)]
+        self.pixels = torch.from_numpy(np.stack([scene.pixels for scene in self.scenes])).permute(0, 3, 1, 2)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return rng.integers(0, len(self.scenes), size)
+
+
+def _text_batch(processor, texts: list[str]) -> dict:
+    return dict(processor.tokenize(texts))
+
+
+def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWERS, families=None) -> dict:
+    examples = []
+    for i in index:
+        family = None if families is None else families[int(rng.integers(len(families)))]
+        example = make_vqa(pool.scenes[i], rng, family=family)
+        examples.append(example if example is not None else make_vqa(pool.scenes[i], rng))
+    label_of = {answer: k for k, answer in enumerate(answers)}
+    return {**_text_batch(processor, [e.question for e in examples]), "pixel_values": normalize(pool.pixels[index]),
+            "vqa_labels": [[label_of[e.answer]] for e in examples], "vqa_scores": [[1.0]] * len(examples)}
+
+
+def itm_batch(pool: ScenePool, processor, rng, index: np.ndarray) -> dict:
+    labels = rng.integers(0, 2, len(index))
+    texts = [make_caption(pool.scenes[i], rng)[0] if label else make_negative_caption(pool.scenes[i], rng)[0]
+             for i, label in zip(index, labels)]
+    return {**_text_batch(processor, texts), "pixel_values": normalize(pool.pixels[index]),
+            "labels": torch.from_numpy(labels)}
+
+
+def pbc_batch(pool: ScenePool, processor, rng, index: np.ndarray, patch_size: int = 16) -> dict:
+    items = [make_pbc(pool.scenes[i], rng, patch_size) for i in index]
+    labels = torch.from_numpy(np.stack([target.reshape(-1) for _, _, target in items]).astype(np.int64))
+    return {**_text_batch(processor, [phrase for phrase, _, _ in items]), "pixel_values": normalize(pool.pixels[index]),
+            "labels": labels}
+
+
+def mlm_batch(pool: ScenePool, processor, rng, index: np.ndarray, mask_rate: float = 0.2) -> dict:
+    batch = _text_batch(processor, [make_caption(pool.scenes[i], rng)[0] for i in index])
+    ids = batch["input_ids"].clone()
+    special = ids <= processor.tokenizer.unk_token_id  # [PAD] [CLS] [SEP] [UNK] are ids 0-3
+    chosen = torch.from_numpy(rng.random(ids.shape) < mask_rate) & ~special
+    for row in range(len(ids)):  # at least one masked word per caption
+        if not chosen[row].any():
+            candidates = torch.nonzero(~special[row]).flatten()
+            chosen[row, candidates[int(rng.integers(len(candidates)))]] = True
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    batch["input_ids"] = torch.where(chosen, torch.full_like(ids, processor.tokenizer.mask_token_id), ids)
+    return {**batch, "pixel_values": normalize(pool.pixels[index]), "labels": labels}
+
+
+def mpc_batch(pool: ScenePool, processor, rng, index: np.ndarray, patch_size: int = 16) -> dict:
+    """Hide one object's pixels; the caption mentions it, so its class follows from text plus the visible rest."""
+    texts, patch_ids, labels = [], [], []
+    for i in index:
+        scene = pool.scenes[i]
+        obj, _, label = make_mpc(scene, rng, patch_size)
+        text, evidence = make_caption(scene, rng)
+        for _ in range(20):
+            if obj in evidence:
+                break
+            text, evidence = make_caption(scene, rng)
+        touched = np.flatnonzero(patch_coverage(scene.masks[obj], patch_size) > 0)  # every patch the object touches
+        texts.append(text)
+        patch_ids.append([[int(p) for p in touched]])
+        labels.append([label if obj in evidence else -100])
+    return {**_text_batch(processor, texts), "pixel_values": normalize(pool.pixels[index]), "patch_ids": patch_ids,
+            "labels": labels}
+
+
+VCR_MAX_LENGTH = 40  # shapes-world VCR texts stay under 30 pieces; padding further only costs time
+
+
+def vcr_batch(pool: ScenePool, processor, rng, index: np.ndarray, task: str = "q2a", patch_size: int = 16) -> dict:
+    from ..vcr import build_vcr_inputs
+
+    records = [make_vcr(pool.scenes[i], rng, f"shapes_{pool.scenes[i].seed}.png") for i in index]
+    images = [pool.scenes[i].pixels for i in index]
+    batch = build_vcr_inputs(processor, [a for a, _ in records], images, [m for _, m in records], task=task,
+                             max_length=VCR_MAX_LENGTH, patch_size=patch_size)
+    batch["pixel_values"] = normalize(pool.pixels[index])  # identical to the processor's, without the PIL round trip
+    return dict(batch)
+
+
+PRETRAINING_TASKS = {"itm": itm_batch, "pbc": pbc_batch, "mlm": mlm_batch, "mpc": mpc_batch}
+__all__ = ["HELD_OUT_SEED", "MPC_CLASSES", "PRETRAINING_TASKS", "ScenePool", "itm_batch", "mlm_batch", "mpc_batch",
+           "normalize", "pbc_batch", "vcr_batch", "vqa_batch"]

@@ -1,0 +1,191 @@
+"""Training the tiny shapes-world VLE: a tokenizer, pretraining with VLE's four objectives (ITM, PBC, MLM, MPC), then
+fine-tuning for VQA, VCR Q2A and VCR QA2R. Seeded, resumable, with progress bars; checkpoints in the hfl layout.
+
+    vle-workbench train --out runs/shapes [--recipe full|teaching] [--seed 0]
+
+Each stage writes ``OUT/<stage>/`` (config.json with id2label, model.safetensors, processor files) and keeps
+``OUT/<stage>/train_state.pt`` while it runs, so an interrupted run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..configuration_vle import VLEConfig
+from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
+from ..processing_vle import VLEProcessor
+from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, vcr_batch, vqa_batch
+from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, world_corpus
+
+IMAGE_SIZE, PATCH_SIZE = 128, 16
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    steps: int
+    lr: float
+    batch_size: int
+    init_from: str | None = None  # an earlier stage whose encoder this one starts from
+    families: tuple[str, ...] | None = None  # VQA families to draw from (None: all)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    stages: tuple[Stage, ...]
+    pool_size: int = 8000
+    hidden: int = 128
+    layers: dict = field(default_factory=lambda: {"vision": 3, "text": 2, "fusion": 2})
+
+
+RECIPES = {
+    # the recipe of the shipped checkpoints
+    "full": Recipe("full", (
+        Stage("pretrained", 2400, 5e-4, 64),
+        Stage("vqa", 5000, 4e-4, 64, init_from="pretrained"),
+        Stage("vcr-q2a", 1200, 3e-4, 16, init_from="pretrained"),
+        Stage("vcr-qa2r", 1200, 3e-4, 16, init_from="pretrained"),
+    )),
+    # minutes on a laptop CPU: VQA from scratch, non-relational questions only
+    "teaching": Recipe("teaching", (
+        Stage("vqa", 1200, 8e-4, 48, families=NONRELATIONAL_FAMILIES),
+    ), pool_size=2000, hidden=96, layers={"vision": 2, "text": 1, "fusion": 2}),
+    # seconds: for tests
+    "smoke": Recipe("smoke", (
+        Stage("pretrained", 8, 1e-3, 4), Stage("vqa", 8, 1e-3, 4, init_from="pretrained"),
+        Stage("vcr-q2a", 4, 1e-3, 2, init_from="pretrained"), Stage("vcr-qa2r", 4, 1e-3, 2, init_from="pretrained"),
+    ), pool_size=16, hidden=32, layers={"vision": 1, "text": 1, "fusion": 1}),
+}
+
+
+def shapes_config(vocab_size: int, hidden: int = 128, layers: dict | None = None) -> VLEConfig:
+    """The tiny VLE of the shapes world: 128-pixel images in 16-pixel patches (an 8×8 grid)."""
+    layers = layers or {"vision": 3, "text": 2, "fusion": 2}
+    heads = max(1, hidden // 32)
+    text = dict(model_type="deberta-v2", vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers["text"],
+                num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=128,
+                relative_attention=True, position_buckets=32, norm_rel_ebd="layer_norm", share_att_key=True,
+                pos_att_type=["p2c", "c2p"], max_relative_positions=-1, position_biased_input=False,
+                type_vocab_size=0, layer_norm_eps=1e-7, pad_token_id=0, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0)
+    vision = dict(model_type="clip_vision_model", hidden_size=hidden, intermediate_size=2 * hidden,
+                  num_hidden_layers=layers["vision"], num_attention_heads=heads, image_size=IMAGE_SIZE,
+                  patch_size=PATCH_SIZE, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+    return VLEConfig(text_config=text, vision_config=vision, hidden_size=hidden, num_hidden_layers=layers["fusion"],
+                     num_attention_heads=heads, intermediate_size=2 * hidden, num_token_types=8,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, mpc_labels=list(MPC_CLASSES),
+                     id2label=dict(enumerate(ANSWERS)))
+
+
+def build_processor(out_dir: str, seed: int = 0) -> VLEProcessor:
+    """Train the world's SentencePiece tokenizer (DeBERTa-v3 layout) and pair it with a 128-pixel CLIP processor."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from ..tokenization import train_sentencepiece
+
+    tokenizer = train_sentencepiece(world_corpus(1500, seed=seed), os.path.join(out_dir, "tokenizer"),
+                                    vocab_size=160, seed=seed)
+    tokenizer.model_max_length = 128
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return VLEProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def _model_for(stage: Stage, config: VLEConfig, out_dir: str):
+    cls = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vcr-q2a": VLEForVCRQ2A, "vcr-qa2r": VLEForVCRQA2R}[
+        stage.name]
+    if stage.init_from:
+        return cls.from_pretrained(os.path.join(out_dir, stage.init_from), init_new_head=True)
+    return cls(config)
+
+
+def _loss(stage: Stage, model, pool: ScenePool, processor, rng, step: int) -> tuple[torch.Tensor, str]:
+    if stage.name == "pretrained":
+        task = list(PRETRAINING_TASKS)[step % len(PRETRAINING_TASKS)]
+        batch = PRETRAINING_TASKS[task](pool, processor, rng, pool.sample(rng, stage.batch_size))
+        return model(task=task, **batch).loss, task
+    if stage.name == "vqa":
+        return model(**vqa_batch(pool, processor, rng, pool.sample(rng, stage.batch_size),
+                                 families=stage.families)).loss, "vqa"
+    task = "q2a" if stage.name == "vcr-q2a" else "qa2r"
+    return model(**vcr_batch(pool, processor, rng, pool.sample(rng, stage.batch_size), task=task)).loss, task
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out_dir: str, seed: int = 0,
+                checkpoint_every: int = 200) -> str:
+    """Train one stage (resuming from its train_state.pt if present); returns the folder of the final model."""
+    final = os.path.join(out_dir, stage.name)
+    state_path = os.path.join(final, "train_state.pt")
+    if os.path.isfile(os.path.join(final, "config.json")) and not os.path.isfile(state_path):
+        return final  # finished earlier
+    torch.manual_seed(seed)
+    model = _model_for(stage, config, out_dir).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    warmup = max(1, stage.steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, stage.steps, warmup))
+    start = 0
+    if os.path.isfile(state_path):
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = state["step"]
+    os.makedirs(final, exist_ok=True)
+    smoothed: dict[str, float] = {}
+    bar = tqdm(range(start, stage.steps), desc=f"train {stage.name}", initial=start, total=stage.steps)
+    for step in bar:
+        rng = np.random.default_rng([seed, step])  # the batch is a function of (seed, step): resumes exactly
+        loss, task = _loss(stage, model, pool, processor, rng, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        value = loss.item()
+        smoothed[task] = 0.95 * smoothed.get(task, value) + 0.05 * value
+        bar.set_postfix({k: f"{v:.3f}" for k, v in smoothed.items()})
+        if (step + 1) % checkpoint_every == 0 and step + 1 < stage.steps:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "step": step + 1}, state_path)
+    model.eval().save_pretrained(final)
+    processor.save_pretrained(final)
+    if os.path.isfile(state_path):
+        os.remove(state_path)
+    return final
+
+
+def train(out_dir: str, recipe: str = "full", seed: int = 0, threads: int | None = None) -> dict[str, float]:
+    """Run a whole recipe into ``out_dir``; returns seconds per stage."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    if threads:
+        torch.set_num_threads(threads)
+    plan = RECIPES[recipe]
+    os.makedirs(out_dir, exist_ok=True)
+    timings = {}
+    start = time.perf_counter()
+    processor = build_processor(out_dir, seed)
+    config = shapes_config(len(processor.tokenizer), plan.hidden, plan.layers)
+    pool = ScenePool(seed * plan.pool_size, plan.pool_size, IMAGE_SIZE, progress=True)
+    assert seed * plan.pool_size + plan.pool_size <= HELD_OUT_SEED, "training scenes must stay below the held-out seeds"
+    timings["data"] = time.perf_counter() - start
+    for stage in plan.stages:
+        began = time.perf_counter()
+        train_stage(stage, config, pool, processor, out_dir, seed)
+        timings[stage.name] = time.perf_counter() - began
+    timings["total"] = time.perf_counter() - start
+    return timings
