@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .tasks import (ANSWERS, MPC_CLASSES, make_caption, make_mpc, make_negative_caption, make_pbc, make_vcr,
-                    make_vqa)
+from .tasks import (ANSWERS, MPC_CLASSES, caption_holds, make_caption, make_mpc, make_negative_caption, make_pbc,
+                    make_vcr, make_vqa)
 from .world import make_scene, patch_coverage
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
@@ -61,9 +61,21 @@ def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWER
             "vqa_labels": [[label_of[e.answer]] for e in examples], "vqa_scores": [[1.0]] * len(examples)}
 
 
-def itm_batch(pool: ScenePool, processor, rng, index: np.ndarray) -> dict:
+def _negative(pool: ScenePool, i: int, rng, hard_share: float) -> str:
+    """A false caption: a hard negative (one word swapped) or, to bootstrap grounding, another scene's caption that
+    happens to be false here."""
+    if rng.random() < hard_share:
+        return make_negative_caption(pool.scenes[i], rng)[0]
+    for _ in range(10):
+        text = make_caption(pool.scenes[int(rng.integers(len(pool)))], rng)[0]
+        if not caption_holds(pool.scenes[i], text):
+            return text
+    return make_negative_caption(pool.scenes[i], rng)[0]
+
+
+def itm_batch(pool: ScenePool, processor, rng, index: np.ndarray, hard_share: float = 0.5) -> dict:
     labels = rng.integers(0, 2, len(index))
-    texts = [make_caption(pool.scenes[i], rng)[0] if label else make_negative_caption(pool.scenes[i], rng)[0]
+    texts = [make_caption(pool.scenes[i], rng)[0] if label else _negative(pool, i, rng, hard_share)
              for i, label in zip(index, labels)]
     return {**_text_batch(processor, texts), "pixel_values": normalize(pool.pixels[index]),
             "labels": torch.from_numpy(labels)}
