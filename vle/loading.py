@@ -4,7 +4,6 @@ position-embedding interpolation (spec §7), and turning loading info into clear
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +136,3 @@ def _heads_in(path: str) -> list[str]:
 def _first_key(prefix: str) -> str:
     return {"itm_score": "itm_score.fc.weight", "mlm_score": "mlm_score.0.weight"}.get(prefix, f"{prefix}.0.weight")
 
-
-def is_local_folder(path) -> bool:
-    return isinstance(path, (str, os.PathLike)) and os.path.isdir(path)

@@ -50,15 +50,31 @@ def _text_batch(processor, texts: list[str]) -> dict:
     return dict(processor.tokenize(texts))
 
 
-def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWERS, families=None) -> dict:
-    examples = []
-    for i in index:
-        family = None if families is None else families[int(rng.integers(len(families)))]
-        example = make_vqa(pool.scenes[i], rng, family=family)
-        examples.append(example if example is not None else make_vqa(pool.scenes[i], rng))
+INVENTORY_QUESTIONS = {"what colors are there ?": "color", "what shapes are there ?": "shape",
+                       "what sizes are there ?": "size"}
+
+
+def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWERS, families=None,
+              inventory_share: float = 0.0) -> dict:
+    """VQA questions with one answer each; with ``inventory_share``, also training-only inventory questions ("what
+    colors are there ?", every present value a label) that teach the image stream to encode the whole scene first,
+    which the question-dependent families need before they can take off."""
     label_of = {answer: k for k, answer in enumerate(answers)}
-    return {**_text_batch(processor, [e.question for e in examples]), "pixel_values": normalize(pool.pixels[index]),
-            "vqa_labels": [[label_of[e.answer]] for e in examples], "vqa_scores": [[1.0]] * len(examples)}
+    questions, labels = [], []
+    for i in index:
+        scene = pool.scenes[i]
+        if rng.random() < inventory_share:
+            question = list(INVENTORY_QUESTIONS)[int(rng.integers(len(INVENTORY_QUESTIONS)))]
+            attribute = INVENTORY_QUESTIONS[question]
+            questions.append(question)
+            labels.append(sorted({label_of[getattr(o, attribute)] for o in scene.objects}))
+            continue
+        family = None if families is None else families[int(rng.integers(len(families)))]
+        example = make_vqa(scene, rng, family=family) or make_vqa(scene, rng)
+        questions.append(example.question)
+        labels.append([label_of[example.answer]])
+    return {**_text_batch(processor, questions), "pixel_values": normalize(pool.pixels[index]),
+            "vqa_labels": labels, "vqa_scores": [[1.0] * len(l) for l in labels]}
 
 
 def _negative(pool: ScenePool, i: int, rng, hard_share: float) -> str:
