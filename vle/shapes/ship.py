@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..hub import SHIPPED_DIR
 from .evaluate import SHIPPED
+from .train import stage_dir
 
 FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json")
 BUDGET_MB = 40
@@ -18,7 +19,7 @@ def ship(run_dir: str) -> float:
     """Install the four stage checkpoints of ``run_dir``; returns the shipped size in MB (must fit the budget)."""
     total = 0
     for stage, name in SHIPPED.items():
-        source, target = Path(run_dir) / stage, SHIPPED_DIR / name
+        source, target = Path(stage_dir(run_dir, stage)), SHIPPED_DIR / name
         missing = [f for f in FILES if not (source / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{source} lacks {missing}: did the {stage} stage finish?")

@@ -56,6 +56,8 @@ RECIPES = {
         Stage("vqa", 6500, 5e-4, 64, init_from="pretrained", inventory_share=0.25),
         Stage("vcr-q2a", 800, 3e-4, 16, init_from="pretrained"),
         Stage("vcr-qa2r", 800, 3e-4, 16, init_from="pretrained"),
+        # the question-specific families only take off late in the first VQA stage: a second, shorter cycle
+        Stage("vqa-continued", 3000, 3e-4, 64, init_from="vqa", inventory_share=0.1),
     )),
     # minutes on a laptop CPU: VQA from scratch, non-relational questions only
     "teaching": Recipe("teaching", (
@@ -104,8 +106,8 @@ def build_processor(out_dir: str, seed: int = 0) -> VLEProcessor:
 
 
 def _model_for(stage: Stage, config: VLEConfig, out_dir: str):
-    cls = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vcr-q2a": VLEForVCRQ2A, "vcr-qa2r": VLEForVCRQA2R}[
-        stage.name]
+    cls = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vqa-continued": VLEForVQA, "vcr-q2a": VLEForVCRQ2A,
+           "vcr-qa2r": VLEForVCRQA2R}[stage.name]
     if stage.init_from:
         return cls.from_pretrained(os.path.join(out_dir, stage.init_from), init_new_head=True)
     return cls(config)
@@ -116,7 +118,7 @@ def _loss(stage: Stage, model, pool: ScenePool, processor, rng, step: int) -> tu
         task = PRETRAINING_SCHEDULE[step % len(PRETRAINING_SCHEDULE)]
         batch = PRETRAINING_TASKS[task](pool, processor, rng, pool.sample(rng, stage.batch_size))
         return model(task=task, **batch).loss, task
-    if stage.name == "vqa":
+    if stage.name.startswith("vqa"):
         return model(**vqa_batch(pool, processor, rng, pool.sample(rng, stage.batch_size), families=stage.families,
                                  inventory_share=stage.inventory_share)).loss, "vqa"
     task = "q2a" if stage.name == "vcr-q2a" else "qa2r"
@@ -170,6 +172,13 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
     if os.path.isfile(state_path):
         os.remove(state_path)
     return final
+
+
+def stage_dir(run_dir: str, task: str) -> str:
+    """The folder of a run's final model for ``task`` (pretrained, vqa, vcr-q2a, vcr-qa2r)."""
+    if task == "vqa" and os.path.isfile(os.path.join(run_dir, "vqa-continued", "config.json")):
+        return os.path.join(run_dir, "vqa-continued")
+    return os.path.join(run_dir, task)
 
 
 def train(out_dir: str, recipe: str = "full", seed: int = 0, threads: int | None = None) -> dict[str, float]:
