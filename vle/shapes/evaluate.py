@@ -40,7 +40,7 @@ def _vqa(model, processor, pool, seed, batch_size):
         logits = model(**batch, pixel_values=normalize(pool.pixels[[i for i, _ in items]])).logits
         for (_, example), predicted in zip(items, logits.argmax(-1).tolist()):
             correct[example.family].append(predicted == label_of[example.answer])
-    return {family: float(np.mean(v)) for family, v in correct.items()}, correct
+    return {family: float(np.mean(v)) for family, v in correct.items()}, len(examples)
 
 
 def _itm(model, processor, pool, seed, batch_size):
@@ -124,7 +124,7 @@ def evaluate(seed: int = DEFAULT_SEED, n: int = 200, models: dict | None = None,
     steps = tqdm(total=6, desc="evaluate", disable=not progress)
     with torch.inference_mode():
         processor = VLEProcessor.from_pretrained(paths["vqa"])
-        by_family, _ = _vqa(VLEForVQA.from_pretrained(paths["vqa"]), processor, pool, seed, batch_size)
+        by_family, questions = _vqa(VLEForVQA.from_pretrained(paths["vqa"]), processor, pool, seed, batch_size)
         steps.update()
         pretrained = VLEForPretraining.from_pretrained(paths["pretrained"])
         results["itm_acc"] = _itm(pretrained, processor, pool, seed, batch_size)
@@ -143,7 +143,9 @@ def evaluate(seed: int = DEFAULT_SEED, n: int = 200, models: dict | None = None,
     results["vqa_acc_by_family"] = by_family
     results["vqa_nonrelational_acc"] = _mean_over(by_family, NONRELATIONAL_FAMILIES)
     results["vqa_relational_acc"] = _mean_over(by_family, RELATIONAL_FAMILIES)
-    results["n_examples"] = n
+    # scored examples: every VQA question, two captions (ITM), one PBC, MPC, Q2A and QA2R item per scene
+    results["n_examples"] = questions + 6 * n
+    results["n_scenes"] = n
     results["seed"] = seed
     return results
 
@@ -160,7 +162,7 @@ def format_table(results: dict) -> str:
              ("MPC accuracy", results["mpc_acc"]), ("VCR Q2A accuracy", results["vcr_q2a_acc"]),
              ("VCR QA2R accuracy", results["vcr_qa2r_acc"])]
     width = max(len(name) for name, _ in rows)
-    lines = [f"held-out scenes: seeds {results['seed']}..{results['seed'] + results['n_examples'] - 1} "
-             f"({results['n_examples']} scenes)"]
+    lines = [f"held-out scenes: seeds {results['seed']}..{results['seed'] + results['n_scenes'] - 1} "
+             f"({results['n_scenes']} scenes, {results['n_examples']} scored examples)"]
     lines += [f"{name:<{width}}  {value:.4f}" for name, value in rows]
     return "\n".join(lines)
