@@ -160,11 +160,11 @@ def _one_example(processor, annotation: dict, image, metadata: dict, task: str, 
 
 
 def build_vcr_inputs(processor, annotations, images, metadatas, task: str = "q2a", max_length: int = 80,
-                     box_mapping: str = "crop", patch_size: int = 16) -> BatchFeature:
+                     box_mapping: str = "crop", patch_size: int = 16, pixel_values=None) -> BatchFeature:
     """One or a list of VCR examples → ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (batch, choices,
     max_length), ``pixel_values`` (batch, 3, S, S), ``patch_ids`` [batch][choice][box][patch],
     ``extend_token_type_ids`` [batch][choice] of (image-added types, text types), and ``labels`` (batch,) when the
-    annotations carry them."""
+    annotations carry them. ``pixel_values`` already computed for these images skips the image processor."""
     single = isinstance(annotations, dict)
     annotations, images, metadatas = ([annotations], [images], [metadatas]) if single else (annotations, images,
                                                                                            metadatas)
@@ -183,7 +183,7 @@ def build_vcr_inputs(processor, annotations, images, metadatas, task: str = "q2a
             attention_mask[b, c, :len(ids)] = 1
     data = {
         "input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": torch.zeros_like(input_ids),
-        "pixel_values": processor.preprocess_images(pil_images),
+        "pixel_values": processor.preprocess_images(pil_images) if pixel_values is None else pixel_values,
         "patch_ids": [[rows[c][2] for c in range(count)] for rows in examples],
         "extend_token_type_ids": [[(rows[c][3], rows[c][1]) for c in range(count)] for rows in examples],
     }

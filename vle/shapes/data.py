@@ -145,9 +145,10 @@ def vcr_batch(pool: ScenePool, processor, rng, index: np.ndarray, task: str = "q
 
     records = [make_vcr(pool.scenes[i], rng, f"shapes_{pool.scenes[i].seed}.png") for i in index]
     images = [pool.scenes[i].pixels for i in index]
+    # normalize() equals the processor's output for images already at their size, without the PIL round trip
     batch = build_vcr_inputs(processor, [a for a, _ in records], images, [m for _, m in records], task=task,
-                             max_length=VCR_MAX_LENGTH, patch_size=patch_size)
-    batch["pixel_values"] = normalize(pool.pixels[index])  # identical to the processor's, without the PIL round trip
+                             max_length=VCR_MAX_LENGTH, patch_size=patch_size,
+                             pixel_values=normalize(pool.pixels[index]))
     return dict(batch)
 
 
