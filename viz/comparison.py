@@ -1,0 +1,131 @@
+"""Faithfulness curves and side-by-side method comparison with a rank-agreement matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ._base import check_array, infer_signed, new_axes
+from .heatmap import plot_patch_relevance
+
+_ORDER_STYLES = ("-", "--", ":", "-.")
+
+
+def compute_auc(fractions, values) -> float:
+    """Area under a curve sampled at ``fractions`` (trapezoid rule), normalised by the fraction range.
+
+    >>> compute_auc([0, 0.5, 1], [1, 1, 1])
+    1.0
+    """
+    fractions = check_array(fractions, "fractions", 1, "(n_steps,)")
+    values = check_array(values, "curve values", 1, "(n_steps,)")
+    if len(fractions) != len(values) or len(fractions) < 2:
+        raise ValueError(f"a curve needs one value per fraction and at least two points, got {len(fractions)} "
+                         f"fractions and {len(values)} values")
+    span = fractions[-1] - fractions[0]
+    if span <= 0:
+        raise ValueError("fractions must increase (from the first removal step to the last)")
+    area = np.sum((values[1:] + values[:-1]) * np.diff(fractions)) / 2
+    return float(area / span)
+
+
+def plot_perturbation_curves(fractions, curves, *, title: str | None = None, ylabel: str = "target probability",
+                             xlabel: str = "fraction of patches removed", ax=None, figsize=(6.5, 4.6)):
+    """Removal curves: ``fractions`` (n_steps,) and ``curves`` {name: (n_steps,)} or {method: {order: (n_steps,)}}
+    (e.g. order "most relevant first" / "least relevant first"). Colour follows the method, line style the order;
+    each legend entry carries its AUC. Returns the Figure.
+
+    >>> fig = plot_perturbation_curves([0, .5, 1], {"grad": {"positive": [.9, .3, .1], "negative": [.9, .8, .1]}})
+    >>> fig.axes[0].get_legend().get_texts()[0].get_text()
+    'grad · positive (AUC 0.400)'
+    """
+    if not curves:
+        raise ValueError("no curves to plot: give {name: values} or {method: {order: values}}")
+    figure, ax = new_axes(ax, figsize)
+    nested = {name: (value if isinstance(value, dict) else {None: value}) for name, value in curves.items()}
+    for colour_index, (method, orders) in enumerate(nested.items()):
+        for style_index, (order, values) in enumerate(orders.items()):
+            label = method if order is None else f"{method} · {order}"
+            auc = compute_auc(fractions, values)
+            ax.plot(fractions, values, color=f"C{colour_index}", linestyle=_ORDER_STYLES[style_index % 4],
+                    marker="o", markersize=3, label=f"{label} (AUC {auc:.3f})")
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              ncol=2 if sum(len(orders) for orders in nested.values()) > 2 else 1)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return figure
+
+
+def rank_values(values: np.ndarray) -> np.ndarray:
+    """Ranks starting at 0, ties sharing their average rank.
+
+    >>> rank_values(np.array([3.0, 1.0, 3.0]))
+    array([1.5, 0. , 1.5])
+    """
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def correlate_ranks(maps) -> np.ndarray:
+    """Spearman rank correlation between every pair of same-shaped score maps: (n_maps, n_maps). A constant map
+    correlates with nothing (NaN off the diagonal).
+
+    >>> correlate_ranks([np.arange(4.0), np.arange(4.0) ** 2, -np.arange(4.0)]).round(2).tolist()[0]
+    [1.0, 1.0, -1.0]
+    """
+    flat = [check_array(m, f"map {index}", 2, "(rows, cols)").ravel() for index, m in enumerate(maps)]
+    shapes = {np.shape(m) for m in maps}
+    if len(shapes) > 1:
+        raise ValueError(f"maps to compare must share one patch grid, got shapes {sorted(shapes)}")
+    ranks = np.array([rank_values(values) for values in flat])
+    centred = ranks - ranks.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(centred, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = centred @ centred.T / np.outer(norms, norms)
+    np.fill_diagonal(matrix, 1.0)
+    return matrix
+
+
+def plot_method_comparison(maps, image, *, signed=None, opacity: float = 0.6, title: str | None = None,
+                           agreement: bool = True, panel_size: float = 2.6):
+    """The same target under several methods: ``maps`` {method: (rows, cols) scores} drawn side by side over
+    ``image``, each on its own colour scale (methods' units differ), and a Spearman rank-agreement matrix.
+    ``signed``: one bool for all, {method: bool}, or None to infer from the signs. Returns the Figure."""
+    if not maps:
+        raise ValueError("no maps to compare: give {method name: (rows, cols) scores}")
+    names = list(maps)
+    n_panels = len(names) + (1 if agreement else 0)
+    figure = Figure(figsize=(panel_size * n_panels + 0.4, panel_size + 1.1), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, n_panels, squeeze=False)[0])
+    for ax, name in zip(axes, names):
+        scores = check_array(maps[name], f"map {name!r}", 2, "(rows, cols)")
+        method_signed = signed.get(name) if isinstance(signed, dict) else signed
+        method_signed = infer_signed(scores, method_signed)
+        plot_patch_relevance(scores, image, signed=method_signed, opacity=opacity, title=name, ax=ax,
+                             colorbar="bottom", label="signed score" if method_signed else "score")
+    if agreement:
+        _draw_agreement(axes[-1], names, correlate_ranks([maps[name] for name in names]))
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def _draw_agreement(ax, names, matrix) -> None:
+    shown = ax.imshow(np.nan_to_num(matrix, nan=0.0), cmap="PiYG", vmin=-1, vmax=1)
+    for (row, col), value in np.ndenumerate(matrix):
+        text = "–" if np.isnan(value) else f"{value:.2f}"
+        ax.text(col, row, text, ha="center", va="center", fontsize=8, color="black" if abs(value) < 0.7 else "white")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title("rank agreement (Spearman)", fontsize=9)
+    bar = ax.figure.colorbar(shown, ax=ax, shrink=0.8, pad=0.02, location="bottom", aspect=15)
+    bar.ax.tick_params(labelsize=7)
