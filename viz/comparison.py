@@ -82,11 +82,11 @@ def correlate_ranks(maps) -> np.ndarray:
     >>> correlate_ranks([np.arange(4.0), np.arange(4.0) ** 2, -np.arange(4.0)]).round(2).tolist()[0]
     [1.0, 1.0, -1.0]
     """
-    flat = [check_array(m, f"map {index}", 2, "(rows, cols)").ravel() for index, m in enumerate(maps)]
-    shapes = {np.shape(m) for m in maps}
+    arrays = [check_array(m, f"map {index}", (1, 2), "(rows, cols) or (n,)") for index, m in enumerate(maps)]
+    shapes = {array.shape for array in arrays}
     if len(shapes) > 1:
         raise ValueError(f"maps to compare must share one patch grid, got shapes {sorted(shapes)}")
-    ranks = np.array([rank_values(values) for values in flat])
+    ranks = np.array([rank_values(array.ravel()) for array in arrays])
     centred = ranks - ranks.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(centred, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):

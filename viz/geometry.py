@@ -26,15 +26,18 @@ def crop_geometry(width: int, height: int, size: int) -> tuple[float, float, flo
     return scale, left, top
 
 
-def crop_region(width: int, height: int, size: int = 224) -> tuple[float, float, float, float]:
-    """The part of the original the model saw, as (x0, y0, x1, y1) in original pixels.
+def crop_region(width: int, height: int) -> tuple[float, float, float, float]:
+    """The part of the original the model saw, as (x0, y0, x1, y1) in original pixels: inverting
+    ``crop_geometry`` gives the centred square of side min(width, height), whatever the model's input size.
 
     >>> crop_region(200, 100)
     (50.0, 0.0, 150.0, 100.0)
     """
-    scale, left, top = crop_geometry(width, height, size)
-    x0, y0 = left / scale, top / scale
-    return x0, y0, x0 + size / scale, y0 + size / scale
+    if width <= 0 or height <= 0:
+        raise ValueError(f"width and height must be positive, got {width}, {height}")
+    side = min(width, height)
+    x0, y0 = (width - side) / 2, (height - side) / 2
+    return x0, y0, x0 + side, y0 + side
 
 
 def patch_region(row: int, col: int, grid: tuple[int, int], width: int, height: int) -> tuple[float, float, float, float]:

@@ -50,7 +50,7 @@ def plot_patch_relevance(scores, image, *, signed: bool | None = None, opacity: 
     if grid_lines:
         _draw_patch_grid(ax, scores.shape, (x0, y0, x1, y1))
     if boxes is not None:
-        draw_boxes(ax, boxes)
+        plot_boxes(boxes, ax)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_axis_off()
@@ -88,9 +88,10 @@ def render_heatmap(scores, image, *, signed: bool | None = None, opacity: float 
     return np.round(blended * 255).astype(np.uint8)
 
 
-def draw_boxes(ax, boxes, *, highlight=None, linewidth: float = 1.8) -> None:
+def plot_boxes(boxes, ax, *, highlight=None, linewidth: float = 1.8):
     """Draw (x0, y0, x1, y1[, label]) boxes (original pixels) on ``ax``; a numeric fifth entry (a detector score)
-    is not a label. ``highlight``: box indices to draw thick, the others are drawn thin and faint."""
+    is not a label. ``highlight``: box indices to draw thick, the others are drawn thin and faint. Returns the
+    Figure of ``ax``."""
     for index, box in enumerate(boxes):
         if len(box) < 4:
             raise ValueError(f"box {index} must be (x0, y0, x1, y1[, label]), got {tuple(box)}")
@@ -105,6 +106,7 @@ def draw_boxes(ax, boxes, *, highlight=None, linewidth: float = 1.8) -> None:
         if label and not faint:
             ax.text(bx0, by0, label, fontsize=7, color="white", va="bottom", ha="left", clip_on=True,
                     bbox=dict(facecolor=colour, edgecolor="none", pad=1.0, alpha=0.9))
+    return ax.figure
 
 
 def _draw_patch_grid(ax, grid, crop) -> None:
