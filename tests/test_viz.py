@@ -169,7 +169,8 @@ def test_token_strip_wraps_long_texts():
 def test_viz_imports_no_torch_pyplot_or_widgets():
     code = ("import sys, numpy as np, viz; viz.render_heatmap(np.ones((2, 2)), np.zeros((8, 8, 3)));"
             "viz.plot_patch_relevance(np.ones((2, 2)), np.zeros((8, 8, 3)));"
-            "print([m for m in ('torch', 'transformers', 'ipywidgets', 'matplotlib.pyplot', 'vle') if m in sys.modules])")
+            "print([m for m in ('torch', 'transformers', 'ipywidgets', 'matplotlib.pyplot', 'vle')"
+            " if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env={"OMP_NUM_THREADS": "1", "PATH": ""})
     assert result.returncode == 0, result.stderr

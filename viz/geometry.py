@@ -40,7 +40,8 @@ def crop_region(width: int, height: int) -> tuple[float, float, float, float]:
     return x0, y0, x0 + side, y0 + side
 
 
-def patch_region(row: int, col: int, grid: tuple[int, int], width: int, height: int) -> tuple[float, float, float, float]:
+def patch_region(row: int, col: int, grid: tuple[int, int], width: int,
+                 height: int) -> tuple[float, float, float, float]:
     """Patch (row, col) of a (rows, cols) grid as (x0, y0, x1, y1) in original pixels.
 
     >>> patch_region(0, 3, (4, 4), 200, 100)

@@ -102,7 +102,8 @@ def plot_vcr_choices(image, choices, scores, boxes, *, question=None, answer_lab
 
 
 def plot_pbc_overlay(probabilities, image, *, text: str | None = None, opacity: float = 0.6,
-                     show_values: bool | None = None, value_floor: float = 0.1, threshold: float | None = None, boxes=None, ax=None, **kwargs):
+                     show_values: bool | None = None, value_floor: float = 0.1, threshold: float | None = None,
+                     boxes=None, ax=None, **kwargs):
     """PBC: the (rows, cols) probability that each patch belongs to the phrase ``text``, on the original ``image``
     (fixed 0–1 scale, so two phrases compare). ``show_values`` prints the probability of each patch at or above
     ``value_floor`` (default: on for grids up to 12×12); patches at or above ``threshold`` are outlined. Returns the
