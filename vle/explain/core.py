@@ -1,0 +1,113 @@
+"""``explain``: run one registered method on one example and package its scores as an ``Explanation``;
+``Explainer``: the same with a processor and an image-feature cache, for interactive use.
+
+Example:
+    >>> import numpy as np
+    >>> from vle.testing import tiny_vqa_pipeline
+    >>> pipe = tiny_vqa_pipeline()
+    >>> explainer = Explainer(pipe.model, pipe.processor)
+    >>> e = explainer.explain(np.zeros((32, 32, 3), np.uint8), "what color is the circle ?", answer="red")
+    >>> e.method, e.patch_scores.shape, e.target.label
+    ('coattention_relevance', (4, 4), 'answer "red"')
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .inputs import ExplainInputs, ImageFeatureCache, forward, merge_words
+from .methods import METHODS, get_method
+from .result import Explanation
+from .targets import ITMMatch, PBCPhrase, VQAAnswer, model_heads, vqa_answer
+
+
+def explain(model, inputs: ExplainInputs, target, method: str = "coattention_relevance",
+            cache: ImageFeatureCache | None = None, **options) -> Explanation:
+    """Explain ``target`` on ``inputs`` with the registered ``method`` (options are the method's keyword options).
+
+    Methods that need no gradient into the image tower run on cached image features (``cache``, or features already
+    on ``inputs``), so asking a new question about the same image skips the tower.
+    """
+    target.check(model)
+    runner = get_method(method, **options)
+    runner.check(target)
+    if model.training:
+        raise ValueError("put the model in eval mode (model.eval()): dropout makes explanations random")
+    started = time.perf_counter()
+    if runner.needs_image_tower:
+        inputs = ExplainInputs(**{**inputs.__dict__, "image_features": None})
+    elif inputs.image_features is None and cache is not None:
+        inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
+    attribution = runner.attribute(model, inputs, target)
+    seconds = time.perf_counter() - started
+    return package(model, inputs, target, runner, attribution, seconds)
+
+
+def package(model, inputs, target, runner, attribution, seconds: float) -> Explanation:
+    grid = model.config.patch_grid
+    image = np.asarray(attribution.image, dtype=np.float64)
+    expected = grid * grid + inputs.n_boxes
+    if image.shape != (expected,):
+        raise RuntimeError(f"method {runner.name!r} returned {image.shape} image scores, expected ({expected},)")
+    shown = inputs.for_target(target)
+    sequence = shown.flat_sequence_ids(target)[0]
+    mask = shown.model_inputs.get("attention_mask")
+    if mask is not None:
+        mask = (mask[0, sequence] if shown.is_vcr else mask[0]).bool().numpy()
+    text = np.asarray(attribution.text, dtype=np.float64)
+    text = text[mask] if mask is not None else text
+    words, word_scores, word_of_token = merge_words(shown.tokens, text, shown.special_tokens)
+    metadata = {**attribution.metadata, "seconds": seconds, "word_of_token": word_of_token,
+                "image_features_cached": inputs.image_features is not None}
+    with torch.no_grad():
+        logits = forward(model, inputs, target).logits
+        metadata["target_score"] = float(target.score(logits)[0])
+        metadata["target_probability"] = float(target.probability(logits)[0])
+    return Explanation(patch_scores=image[: grid * grid].reshape(grid, grid), box_scores=image[grid * grid:],
+                       tokens=shown.tokens, token_scores=text, words=words, word_scores=np.asarray(word_scores),
+                       target=target, method=runner.name, signed=runner.signed, metadata=metadata)
+
+
+class Explainer:
+    """A model, its processor and an image-feature cache: ``explain(image, text, ...)`` for interactive use."""
+
+    def __init__(self, model, processor, cache_size: int = 8):
+        self.model, self.processor = model.eval(), processor
+        self.cache = ImageFeatureCache(cache_size)
+
+    def inputs(self, image, text: str) -> ExplainInputs:
+        return ExplainInputs.build(self.processor, image, text)
+
+    def default_target(self, inputs: ExplainInputs):
+        """The top VQA answer, the ITM match, or the PBC phrase, whichever head the model has first."""
+        head = model_heads(self.model)[0] if model_heads(self.model) else None
+        if head == "vqa":
+            with torch.no_grad():
+                features = self.cache.features(self.model, inputs.model_inputs["pixel_values"])
+                logits = forward(self.model, inputs, VQAAnswer(0), image_features=features).logits
+            return vqa_answer(self.model, int(logits.argmax()))
+        if head == "itm":
+            return ITMMatch(True)
+        if head == "pbc":
+            return PBCPhrase(phrase=self.processor.tokenizer.decode(inputs.model_inputs["input_ids"][0],
+                                                                    skip_special_tokens=True))
+        raise ValueError(f"{type(self.model).__name__}: give a target explicitly (VCR items need VCRChoice)")
+
+    def explain(self, image, text: str, target=None, method: str = "coattention_relevance", answer=None,
+                **options) -> Explanation:
+        inputs = self.inputs(image, text)
+        if answer is not None:
+            target = vqa_answer(self.model, answer)
+        target = target if target is not None else self.default_target(inputs)
+        return explain(self.model, inputs, target, method, cache=self.cache, **options)
+
+    def explain_all(self, image, text: str, target=None, methods=None, **options) -> dict[str, Explanation]:
+        """Every method that supports the target (or those named), on one input."""
+        inputs = self.inputs(image, text)
+        target = target if target is not None else self.default_target(inputs)
+        names = methods or [name for name, cls in METHODS.items() if cls.supports(target)]
+        return {name: explain(self.model, inputs, target, name, cache=self.cache, **options.get(name, {}))
+                for name in names}

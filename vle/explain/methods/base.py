@@ -1,0 +1,73 @@
+"""The method base class and the one registry every explanation method is listed in.
+
+A method turns (model, inputs, target) into an ``Attribution``: raw scores over the fused image tokens (patches, then
+boxes; the image CLS token left out) and over the text tokens of the explained sequence. ``vle.explain.explain``
+turns that into an ``Explanation``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+@dataclass
+class Attribution:
+    image: np.ndarray  # (patches + boxes,)
+    text: np.ndarray  # (text_len,) of the explained sequence, padding included
+    metadata: dict = field(default_factory=dict)
+
+
+class Method:
+    """Subclasses set ``name``, ``heads`` (target heads they explain), ``kinds`` (``class`` / ``contrastive``
+    targets), ``signed``, and ``needs_image_tower`` (True when gradients or perturbations must pass through the image
+    encoder, so cached image features cannot be used), and implement ``attribute``. Options are keyword arguments."""
+
+    name: ClassVar[str] = ""
+    heads: ClassVar[frozenset] = frozenset({"vqa", "itm", "pbc", "vcr"})
+    kinds: ClassVar[frozenset] = frozenset({"class", "contrastive"})
+    signed: ClassVar[bool] = False
+    needs_image_tower: ClassVar[bool] = False
+    options: ClassVar[dict] = {}  # option name → default
+
+    def __init__(self, **options):
+        unknown = set(options) - set(self.options)
+        if unknown:
+            known = ", ".join(f"{k}={v!r}" for k, v in self.options.items()) or "none"
+            raise TypeError(f"method {self.name!r} has no option {', '.join(sorted(unknown))}; its options: {known}")
+        self.settings = {**self.options, **options}
+
+    @classmethod
+    def supports(cls, target) -> bool:
+        return target.head in cls.heads and target.kind in cls.kinds
+
+    @classmethod
+    def check(cls, target) -> None:
+        if cls.supports(target):
+            return
+        if target.head not in cls.heads:
+            others = [m for m, c in METHODS.items() if c.supports(target)]
+            raise ValueError(f"method {cls.name!r} cannot explain {target.label} ({target.head.upper()} targets); it "
+                             f"explains {', '.join(sorted(h.upper() for h in cls.heads))} targets. Methods for this "
+                             f"target: {', '.join(others)}")
+        raise ValueError(f"method {cls.name!r} does not support {target.kind} targets such as {target.label}")
+
+    def attribute(self, model, inputs, target) -> Attribution:
+        raise NotImplementedError
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a name to be registered")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str, **options) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown explanation method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name](**options)

@@ -1,0 +1,54 @@
+"""Integrated gradients (Captum ``LayerIntegratedGradients``) on the token embeddings and the patch embeddings
+jointly: one path from a baseline (text pieces replaced by padding, special tokens kept; a mean-colour image, whose
+patch embeddings are zero) to the input, ``n_steps`` points evaluated ``internal_batch_size`` at a time, so peak
+memory is bounded by the batch size, not by the step count. Signed; the scores of a piece or patch are its
+attribution summed over channels, and the sum of all scores equals score(input) - score(baseline) up to the
+``convergence_delta`` reported in the metadata. Box tokens (VCR) get no score of their own.
+"""
+
+from __future__ import annotations
+
+import torch
+from captum.attr import LayerIntegratedGradients
+
+from ..recorder import base_model
+from ..wrapper import TargetForward
+from .base import Attribution, Method, register
+
+
+def text_baseline(input_ids: torch.Tensor, special_ids, pad_id: int) -> torch.Tensor:
+    keep = torch.zeros_like(input_ids, dtype=torch.bool)
+    for special in special_ids:
+        keep |= input_ids == special
+    return torch.where(keep, input_ids, torch.full_like(input_ids, pad_id))
+
+
+@register
+class IntegratedGradients(Method):
+    name = "integrated_gradients"
+    heads = frozenset({"vqa", "itm", "pbc"})  # VCR fuses C sequences per image: Captum's layer batching does not fit
+    signed = True
+    needs_image_tower = True
+    options = {"n_steps": 32, "internal_batch_size": 8, "integration": "gausslegendre"}
+
+    def attribute(self, model, inputs, target):
+        vle = base_model(model)
+        layers = [vle.text_model.embeddings.word_embeddings, vle.vision_model.vision_model.embeddings.patch_embedding]
+        ids, pixels = inputs.model_inputs["input_ids"], inputs.model_inputs["pixel_values"]
+        pad_id = model.config.text_config.pad_token_id or 0
+        forward = TargetForward(model, inputs, target)
+        ig = LayerIntegratedGradients(lambda i, p: forward(input_ids=i, pixel_values=p), layers)
+        with torch.enable_grad():
+            (text_attr, patch_attr), delta = ig.attribute(
+                (ids, pixels), baselines=(text_baseline(ids, inputs.special_ids, pad_id), torch.zeros_like(pixels)),
+                n_steps=self.settings["n_steps"], method=self.settings["integration"],
+                internal_batch_size=self.settings["internal_batch_size"], return_convergence_delta=True)
+        text = text_attr.detach()[0].sum(-1)  # (text_len,)
+        patches = patch_attr.detach()[0].sum(0).reshape(-1)  # (grid * grid,)
+        image = torch.cat([patches, patches.new_zeros(inputs.n_boxes)])
+        with torch.no_grad():
+            score = float(forward()[0])
+        return Attribution(image.numpy(), text.numpy(), {
+            "convergence_delta": float(delta.abs().max()), "n_steps": self.settings["n_steps"],
+            "internal_batch_size": self.settings["internal_batch_size"], "score_at_input": score,
+            "attribution_sum": float(text.sum() + patches.sum())})

@@ -1,0 +1,65 @@
+"""Occlusion (Captum ``FeatureAblation``): hide one window of patches (pixels set to the mean colour, as MPC
+pretraining does) or one word (its pieces dropped from the attention mask) at a time and record how much the target
+score falls. Signed: a negative score means the target got stronger without it. A word's drop is shared evenly by
+its pieces, so word scores are the drops themselves. Box tokens get no score of their own.
+"""
+
+from __future__ import annotations
+
+import torch
+from captum.attr import FeatureAblation
+
+from ..inputs import merge_words
+from ..wrapper import TargetForward
+from .base import Attribution, Method, register
+
+
+def patch_groups(grid: int, patch_size: int, window: int) -> torch.Tensor:
+    """(1, 3, H, W) feature mask: the id of each pixel's window of ``window`` × ``window`` patches."""
+    cells = (grid + window - 1) // window
+    ids = torch.arange(cells * cells).reshape(cells, cells)
+    ids = ids.repeat_interleave(window, 0).repeat_interleave(window, 1)[:grid, :grid]
+    pixels = ids.repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
+    return pixels[None, None].expand(1, 3, *pixels.shape)
+
+
+def word_groups(tokens, special_tokens, text_len: int, first_id: int) -> torch.Tensor:
+    """(1, text_len) feature mask: one id per word, starting at ``first_id``; special tokens and padding share one
+    extra id whose score is discarded."""
+    _, _, word_of_token = merge_words(tokens, [0.0] * len(tokens), special_tokens)
+    n_words = max(word_of_token, default=-1) + 1
+    ids = [first_id + (w if w >= 0 else n_words) for w in word_of_token]
+    ids += [first_id + n_words] * (text_len - len(ids))
+    return torch.tensor([ids]), n_words
+
+
+@register
+class Occlusion(Method):
+    name = "occlusion"
+    signed = True
+    needs_image_tower = True
+    options = {"patch_window": 1, "batch_size": 32}
+
+    def attribute(self, model, inputs, target):
+        inputs = inputs.for_target(target)
+        grid, patch = model.config.patch_grid, model.config.patch_size
+        window = int(self.settings["patch_window"])
+        pixels = inputs.model_inputs["pixel_values"]
+        text_len = inputs.model_inputs["input_ids"].shape[-1]
+        image_mask = patch_groups(grid, patch, window)
+        n_cells = int(image_mask.max()) + 1
+        text_mask, n_words = word_groups(inputs.tokens, inputs.special_tokens, text_len, n_cells)
+        forward = TargetForward(model, inputs, target)
+        keep = torch.ones(1, text_len)
+        with torch.no_grad():
+            image_attr, text_attr = FeatureAblation(lambda p, k: forward(pixel_values=p, text_keep=k)).attribute(
+                (pixels, keep), baselines=(0.0, 0.0), feature_mask=(image_mask, text_mask),
+                perturbations_per_eval=int(self.settings["batch_size"]))
+        cells = image_attr[0, 0, ::patch, ::patch]  # (grid, grid): every patch carries its window's drop
+        image = torch.cat([cells.reshape(-1) / window ** 2, cells.new_zeros(inputs.n_boxes)])
+        text = text_attr[0].clone()
+        pieces = torch.bincount(text_mask[0], minlength=n_cells + n_words + 1).float()
+        text = text / pieces[text_mask[0]]
+        text[text_mask[0] == n_cells + n_words] = 0.0  # special tokens and padding are never occluded
+        return Attribution(image.numpy(), text.numpy(), {"patch_window": window, "windows": n_cells,
+                                                         "words": n_words})

@@ -1,0 +1,88 @@
+"""Shared by the attention methods: a recorded forward over the fusion layers, and relevance propagation through
+VLE's two-stream co-attention (Chefer, Gur and Wolf, ICCV 2021, rules for self- and bi-modal attention).
+
+The four fusion maps per layer are named ``ts`` (text self), ``tc`` (text → image cross), ``is`` (image self) and
+``ic`` (image → text cross). Both streams of a layer read the other stream's previous-layer states, so a layer's
+text update uses the image relevance from before the layer, and vice versa.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..inputs import forward
+from ..recorder import Recorder
+
+FAMILIES = {"ts": "fusion.text.{}.self_attention", "tc": "fusion.text.{}.cross_attention",
+            "is": "fusion.image.{}.self_attention", "ic": "fusion.image.{}.cross_attention"}
+
+
+def fusion_maps(model, inputs, target, grads: bool, hidden: bool = False):
+    """Run the model once, recording the fusion attention maps (and, with ``hidden``, the fusion layer outputs).
+
+    Returns (maps, grad_maps, output, recorded): ``maps[f]`` and ``grad_maps[f]`` are lists over layers of
+    (sequences, heads, query_len, key_len), the gradients being those of the target score (``grad_maps`` is None
+    without ``grads=True``); ``recorded`` maps every recorded name to (tensor, gradient or None).
+    """
+    with torch.set_grad_enabled(grads), Recorder(model, attentions=("fusion",), hidden=hidden, grads=grads) as rec:
+        output = forward(model, inputs, target)
+    names = rec.names()
+    gradients = dict.fromkeys(names)
+    if grads:
+        values = torch.autograd.grad(target.score(output.logits).sum(), [rec[n] for n in names], allow_unused=True)
+        gradients = {n: (torch.zeros_like(rec[n]) if g is None else g) for n, g in zip(names, values)}
+    layers = len(model.base_vle.cross_modal_text_layers)
+    maps = {f: [rec[p.format(i)].detach() for i in range(layers)] for f, p in FAMILIES.items()}
+    grad_maps = {f: [gradients[p.format(i)] for i in range(layers)] for f, p in FAMILIES.items()} if grads else None
+    recorded = {n: (rec[n].detach(), gradients[n]) for n in names}
+    return maps, grad_maps, output, recorded
+
+
+def _normalized(relevance: torch.Tensor) -> torch.Tensor:
+    """R̄ = Ŝ + I, Ŝ = (R - I) with rows scaled to sum to one (rows with nothing to scale stay zero)."""
+    eye = torch.eye(relevance.shape[-1], dtype=relevance.dtype)
+    accumulated = relevance - eye
+    return accumulated / accumulated.sum(-1, keepdim=True).clamp(min=1e-12) + eye
+
+
+def propagate(weighted: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Relevance maps after all fusion layers, for one sequence.
+
+    ``weighted[f]`` are per-layer head-aggregated maps (query_len, key_len). Returns R_tt (T, T), R_ii (I, I),
+    R_ti (T, I) and R_it (I, T): how much each token's final state owes to each input token.
+    """
+    text_len, image_len = weighted["tc"][0].shape
+    r_tt, r_ii = torch.eye(text_len), torch.eye(image_len)
+    r_ti, r_it = torch.zeros(text_len, image_len), torch.zeros(image_len, text_len)
+    for ts, tc, is_, ic in zip(weighted["ts"], weighted["tc"], weighted["is"], weighted["ic"]):
+        old_tt, old_ii, old_ti, old_it = r_tt, r_ii, r_ti, r_it
+        # text stream: self-attention, then cross-attention to the previous-layer image stream
+        r_tt, r_ti = old_tt + ts @ old_tt, old_ti + ts @ old_ti
+        r_ti = r_ti + _normalized(r_tt).T @ tc @ _normalized(old_ii)
+        r_tt = r_tt + tc @ old_it
+        # image stream, symmetric, reading the previous-layer text stream
+        r_ii, r_it = old_ii + is_ @ old_ii, old_it + is_ @ old_it
+        r_it = r_it + _normalized(r_ii).T @ ic @ _normalized(old_tt)
+        r_ii = r_ii + ic @ old_ti
+    return {"tt": r_tt, "ii": r_ii, "ti": r_ti, "it": r_it}
+
+
+def read_out(relevance: dict[str, torch.Tensor], seed: str = "both"):
+    """Relevance of the image tokens (patches + boxes, CLS left out) and text tokens for the pooled output.
+
+    VLE's pooler concatenates the text CLS and the image CLS states, so both rows seed the read-out (``seed`` may
+    pick ``text`` or ``image`` alone). The identity a token owes itself is removed.
+    """
+    rows = {"text": (relevance["ti"][0], relevance["tt"][0]), "image": (relevance["ii"][0], relevance["it"][0])}
+    chosen = ("text", "image") if seed == "both" else (seed,)
+    image = sum(rows[s][0] for s in chosen).clone()
+    text = sum(rows[s][1] for s in chosen).clone()
+    if "text" in chosen:
+        text[0] -= 1.0
+    if "image" in chosen:
+        image[0] -= 1.0
+    return image[1:], text
+
+
+def per_sequence(maps: dict[str, list[torch.Tensor]], sequence: int) -> dict[str, list[torch.Tensor]]:
+    return {f: [layer[sequence] for layer in layers] for f, layers in maps.items()}

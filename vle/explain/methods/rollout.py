@@ -1,0 +1,25 @@
+"""Attention rollout (Abnar and Zuidema, 2020) adapted to VLE's two-stream co-attention: the head-averaged fusion
+maps, without gradients, propagated with the same bi-modal rules as the relevance method and read out from both CLS
+tokens. Class-agnostic: every target on the same input gets the same map. Unsigned."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Attribution, Method, register
+from .coattention import relevance_for
+from .propagation import fusion_maps
+
+
+@register
+class AttentionRollout(Method):
+    name = "rollout"
+    signed = False
+    options = {"seed": "both"}
+
+    def attribute(self, model, inputs, target):
+        maps, _, _, _ = fusion_maps(model, inputs, target, grads=False)
+        with torch.no_grad():
+            averaged = {f: [a.mean(dim=1) for a in layers] for f, layers in maps.items()}
+            image, text = relevance_for(averaged, inputs, target, self.settings["seed"])
+        return Attribution(image, text, {"seed": self.settings["seed"]})

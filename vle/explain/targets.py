@@ -1,0 +1,233 @@
+"""What an explanation explains: one scalar per example, read from a head's logits.
+
+Each target names its ``head`` (``vqa``, ``itm``, ``pbc``, ``vcr``), a human-readable ``label``, and its ``kind``
+(``class`` or ``contrastive``). ``score(logits)`` is the differentiable scalar methods attribute (a logit or a logit
+difference); ``probability(logits)`` is what perturbation curves track; ``sequences`` are the fused sequences the
+score reads (a VCR choice is one sequence of the C the model fuses).
+
+Example:
+    >>> import torch
+    >>> target = VQAAnswer(2, "circle")
+    >>> target.label, float(target.score(torch.tensor([[0.0, 1.0, 3.0]])))
+    ('answer "circle"', 3.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+HEADS = ("vqa", "itm", "pbc", "vcr")
+
+
+def model_heads(model) -> tuple[str, ...]:
+    """The target heads a model can answer for, from its class."""
+    from ..modeling_vle import VLEForITM, VLEForPBC, VLEForPretraining, VLEForVQA, _VLEForVCR
+
+    if isinstance(model, VLEForVQA):
+        return ("vqa",)
+    if isinstance(model, VLEForPretraining):
+        return ("itm", "pbc")
+    if isinstance(model, VLEForITM):
+        return ("itm",)
+    if isinstance(model, VLEForPBC):
+        return ("pbc",)
+    if isinstance(model, _VLEForVCR):
+        return ("vcr",)
+    return ()
+
+
+class Target:
+    head: str = ""
+    kind: str = "class"
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def sequences(self) -> tuple[int, ...]:
+        return (0,)
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        """(batch, ...) logits → (batch,) differentiable score."""
+        raise NotImplementedError
+
+    def probability(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def model_kwargs(self, model) -> dict:
+        """Extra forward arguments the model needs to compute this head (``task=`` for VLEForPretraining)."""
+        from ..modeling_vle import VLEForPretraining
+
+        return {"task": self.head} if isinstance(model, VLEForPretraining) else {}
+
+    def check(self, model) -> None:
+        heads = model_heads(model)
+        if self.head not in heads:
+            raise ValueError(f"{type(model).__name__} has no {self.head.upper()} head, so it cannot explain "
+                             f"{self.label}; it answers {', '.join(heads) or 'no head'} targets")
+
+    def to_dict(self) -> dict:
+        return {"type": type(self).__name__, **asdict(self)}
+
+    @staticmethod
+    def from_dict(data: dict) -> "Target":
+        data = dict(data)
+        kind = data.pop("type")
+        if kind not in TARGET_TYPES:
+            raise ValueError(f"unknown target type {kind!r}; known: {', '.join(TARGET_TYPES)}")
+        return TARGET_TYPES[kind](**data)
+
+
+def _softmax_at(logits: torch.Tensor, index: int) -> torch.Tensor:
+    return logits.float().softmax(-1)[..., index]
+
+
+@dataclass(frozen=True)
+class VQAAnswer(Target):
+    """The logit of one answer (any answer, not only the top one)."""
+
+    index: int
+    answer: str = ""
+    head = "vqa"
+
+    @property
+    def label(self) -> str:
+        return f'answer "{self.answer or self.index}"'
+
+    def score(self, logits):
+        return logits[:, self.index]
+
+    def probability(self, logits):
+        return _softmax_at(logits, self.index)
+
+
+@dataclass(frozen=True)
+class VQAContrast(Target):
+    """Answer A minus answer B: why A rather than B."""
+
+    index: int
+    other: int
+    answer: str = ""
+    other_answer: str = ""
+    head, kind = "vqa", "contrastive"
+
+    @property
+    def label(self) -> str:
+        return f'answer "{self.answer or self.index}" rather than "{self.other_answer or self.other}"'
+
+    def score(self, logits):
+        return logits[:, self.index] - logits[:, self.other]
+
+    def probability(self, logits):
+        pair = logits[:, [self.index, self.other]].float().softmax(-1)
+        return pair[:, 0]
+
+
+@dataclass(frozen=True)
+class ITMMatch(Target):
+    """The ITM match margin, logit(match) - logit(no match); ``match=False`` explains the mismatch instead."""
+
+    match: bool = True
+    head = "itm"
+
+    @property
+    def label(self) -> str:
+        return "image and text match" if self.match else "image and text do not match"
+
+    def score(self, logits):
+        margin = logits[:, 1] - logits[:, 0]
+        return margin if self.match else -margin
+
+    def probability(self, logits):
+        return _softmax_at(logits, 1 if self.match else 0)
+
+
+@dataclass(frozen=True)
+class PBCPhrase(Target):
+    """How strongly the model finds the phrase (the text) in the image: the mean class-1 logit margin over the
+    patches in ``patches`` (row-major patch ids), or over all patches when it is empty."""
+
+    patches: tuple[int, ...] = ()
+    phrase: str = ""
+    head = "pbc"
+
+    def __post_init__(self):
+        object.__setattr__(self, "patches", tuple(int(p) for p in self.patches))
+
+    @property
+    def label(self) -> str:
+        where = f" at {len(self.patches)} patches" if self.patches else ""
+        return f'phrase "{self.phrase}"{where}' if self.phrase else f"PBC phrase{where}"
+
+    def _margin(self, logits):
+        margin = logits[..., 1] - logits[..., 0]  # (batch, patches + boxes)
+        return margin[:, list(self.patches)] if self.patches else margin
+
+    def score(self, logits):
+        return self._margin(logits).mean(-1)
+
+    def probability(self, logits):
+        return torch.sigmoid(self._margin(logits).float()).mean(-1)
+
+
+@dataclass(frozen=True)
+class VCRChoice(Target):
+    """The logit of one VCR choice (0-based)."""
+
+    choice: int
+    head = "vcr"
+
+    @property
+    def label(self) -> str:
+        return f"choice {self.choice}"
+
+    @property
+    def sequences(self):
+        return (self.choice,)
+
+    def score(self, logits):
+        return logits[:, self.choice]
+
+    def probability(self, logits):
+        return _softmax_at(logits, self.choice)
+
+
+@dataclass(frozen=True)
+class VCRContrast(Target):
+    """Choice i minus choice j. Token scores are given for choice i's text."""
+
+    choice: int
+    other: int
+    head, kind = "vcr", "contrastive"
+
+    @property
+    def label(self) -> str:
+        return f"choice {self.choice} rather than choice {self.other}"
+
+    @property
+    def sequences(self):
+        return (self.choice, self.other)
+
+    def score(self, logits):
+        return logits[:, self.choice] - logits[:, self.other]
+
+    def probability(self, logits):
+        return logits[:, [self.choice, self.other]].float().softmax(-1)[:, 0]
+
+
+TARGET_TYPES = {cls.__name__: cls for cls in (VQAAnswer, VQAContrast, ITMMatch, PBCPhrase, VCRChoice, VCRContrast)}
+
+
+def vqa_answer(model, answer: str | int) -> VQAAnswer:
+    """A VQA target by answer text (or index), checked against the model's answer list."""
+    names = [str(v) for v in model.config.id2label.values()]
+    if isinstance(answer, int):
+        if not 0 <= answer < len(names):
+            raise ValueError(f"answer index {answer} is out of range: the model has {len(names)} answers")
+        return VQAAnswer(answer, names[answer])
+    if answer not in names:
+        raise ValueError(f"{answer!r} is not one of the model's {len(names)} answers (e.g. {', '.join(names[:5])})")
+    return VQAAnswer(names.index(answer), answer)
