@@ -5,9 +5,11 @@
     vle-workbench pbc IMAGE "PHRASE" [--model M] [--out overlay.png]
     vle-workbench vcr ANNOTATION.json --image IMAGE --metadata META.json [--task q2a|qa2r] [--model M]
     vle-workbench classify IMAGE LABEL [LABEL ...] [--template "a photo of a {}."] [--model M]
+    vle-workbench vqa-llm IMAGE "QUESTION" [--base-url URL] [--model LLM] [--local MODEL] [--json]
     vle-workbench demo     (the main job: a VQA run with the embedded model on a scene from pics/)
     vle-workbench train --out DIR [--recipe full|teaching]
     vle-workbench evaluate [--seed S] [--n N] [--json]
+    vle-workbench faithfulness [--seed S] [--n N] [--json]   (explanation methods: faithfulness and localisation)
 
 Models are shipped names (offline), local folders or hub ids.
 """
@@ -62,6 +64,17 @@ def cmd_classify(args) -> None:
                                          hypothesis_template=args.template))
 
 
+def cmd_vqa_llm(args) -> None:
+    from .llm import vqa_with_llm
+
+    llm, settings = args.local, {}
+    if not llm:  # a chat-completions server; unset values come from VLE_LLM_BASE_URL / VLE_LLM_MODEL / ...
+        llm, settings = args.base_url, {"model": args.model, "timeout": args.timeout}
+    pipe = vqa_with_llm(args.vqa_model, captioner=args.captioner, llm=llm, llm_settings=settings)
+    result = pipe(image=args.image, question=args.question, top_k=args.top_k)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
+
+
 def cmd_demo(args) -> None:
     from .hub import shipped_models
 
@@ -104,6 +117,13 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(results, indent=2) if args.json else format_table(results))
 
 
+def cmd_faithfulness(args) -> None:
+    from .explain.faithfulness import DEFAULT_MODEL, faithfulness, format_table
+
+    results = faithfulness(seed=args.seed, n=args.n, model=args.model or DEFAULT_MODEL, progress=not args.json)
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vle-workbench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("image")
     classify.add_argument("labels", nargs="+")
     classify.add_argument("--template", default="a photo of a {}.")
+    vqa_llm = sub.add_parser("vqa-llm", help="VQA candidates + a caption → an LLM's short and long answer")
+    vqa_llm.set_defaults(handler=cmd_vqa_llm)
+    vqa_llm.add_argument("image")
+    vqa_llm.add_argument("question")
+    vqa_llm.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 "
+                                            "(default: $VLE_LLM_BASE_URL)")
+    vqa_llm.add_argument("--model", help="the LLM's name there (default: $VLE_LLM_MODEL, else the server's first)")
+    vqa_llm.add_argument("--local", help="a transformers text-generation model id or folder instead of a server")
+    vqa_llm.add_argument("--vqa-model", default=DEFAULT_MODELS["vqa"], help="shipped name, folder or hub id")
+    vqa_llm.add_argument("--captioner", help='"shapes" (ITM over the shapes grammar) or a captioning model id')
+    vqa_llm.add_argument("--top-k", type=int, default=4)
+    vqa_llm.add_argument("--timeout", type=float, default=60.0, help="seconds per LLM request")
+    vqa_llm.add_argument("--json", action="store_true", help="print the whole result as JSON")
     add("demo", cmd_demo, "the main job: VQA with the embedded model on a scene from pics/")
     train = sub.add_parser("train", help="train the shapes-world models (tokenizer, pretraining, VQA, VCR)")
     train.set_defaults(handler=cmd_train)
@@ -147,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n", type=int, default=200, help="number of held-out scenes")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--models", default=None, help="a training output folder instead of the shipped models")
+    faithful = add("faithfulness", cmd_faithfulness, "faithfulness and localisation of every explanation method")
+    faithful.add_argument("--seed", type=int, default=None, help="first held-out scene seed (>= 1000000)")
+    faithful.add_argument("--n", type=int, default=40, help="number of held-out questions (one per scene)")
+    faithful.add_argument("--json", action="store_true", help="print one JSON object keyed by method")
     return parser
 
 

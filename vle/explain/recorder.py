@@ -174,5 +174,6 @@ class Recorder:
 
 
 def hook_count(model: nn.Module) -> int:
-    """Forward (pre-)hooks currently attached anywhere in ``model``: 0 when no recorder is active."""
+    """Forward (pre-)hooks currently attached anywhere in ``model``; a recorder's hooks add to it only inside its
+    block (transformers may keep hooks of its own)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

@@ -8,6 +8,8 @@ attribution summed over channels, and the sum of all scores equals score(input) 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from captum.attr import LayerIntegratedGradients
 
@@ -37,7 +39,9 @@ class IntegratedGradients(Method):
         ids, pixels = inputs.model_inputs["input_ids"], inputs.model_inputs["pixel_values"]
         pad_id = model.config.text_config.pad_token_id or 0
         forward = TargetForward(model, inputs, target)
-        ig = LayerIntegratedGradients(lambda i, p: forward(input_ids=i, pixel_values=p), layers)
+        with warnings.catch_warnings():  # the two embedding layers are independent, as Captum asks
+            warnings.filterwarnings("ignore", message="Multiple layers provided")
+            ig = LayerIntegratedGradients(lambda i, p: forward(input_ids=i, pixel_values=p), layers)
         with torch.enable_grad():
             (text_attr, patch_attr), delta = ig.attribute(
                 (ids, pixels), baselines=(text_baseline(ids, inputs.special_ids, pad_id), torch.zeros_like(pixels)),
