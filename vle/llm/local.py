@@ -3,9 +3,11 @@
 The prompt goes through the tokenizer's chat template when it has one (instruction-tuned models expect it) and is
 used as plain text otherwise. ``temperature=0`` decodes greedily, so answers repeat. Only the new tokens come back.
 
->>> backend = TransformersBackend("path/to/a/model/folder")  # doctest: +SKIP
->>> backend.generate("Question: what colour is the sky? Answer:", max_tokens=8)  # doctest: +SKIP
-' blue'
+>>> import tempfile
+>>> from vle.llm.tiny import save_tiny_causal_lm
+>>> backend = TransformersBackend(save_tiny_causal_lm(tempfile.mkdtemp(), always="B"))  # or a hub id / folder
+>>> backend.generate("Answer with A or B.", max_tokens=2)
+'B B'
 """
 
 from __future__ import annotations

@@ -90,6 +90,10 @@ def _mentioned_answers(text: str, answers: Sequence[str]) -> list[int]:
     return found
 
 
+_NOT_AFTER_ARTICLE = frozenset("or and is was seems looks fits matches because since but then".split())
+
+
 def _is_article(text: str, match: re.Match) -> bool:
-    # "A red square" and "I think" are words, not letters; "A is right" loses too, rule 2 reads "answer is A".
-    return match.group(1) in "AI" and re.match(r"\s+[a-z]", text[match.end():]) is not None
+    # "A red square" and "I think" use the letter as a word; "A or B" and "A is right" do not.
+    following = re.match(r"\s+([a-z]+)", text[match.end():])
+    return match.group(1) in "AI" and following is not None and following.group(1) not in _NOT_AFTER_ARTICLE

@@ -41,7 +41,8 @@ class VQAWithLLM(VLEForVQAPipeline):
                  long_answer: bool = True, short_max_tokens: int = 32, long_max_tokens: int = 96,
                  temperature: float = 0.0, **kwargs):
         if not callable(captioner):
-            raise TypeError(f"the captioner must be callable as captioner(image) -> str, got {type(captioner).__name__}")
+            raise TypeError(f"the captioner must be callable as captioner(image) -> str, "
+                            f"got {type(captioner).__name__}")
         self.captioner, self.llm, self.template = captioner, resolve_llm(llm), template
         self.llm_settings = {"long_answer": long_answer, "short_max_tokens": short_max_tokens,
                              "long_max_tokens": long_max_tokens, "temperature": temperature}
