@@ -62,8 +62,9 @@ def package(model, inputs, target, runner, attribution, seconds: float) -> Expla
     words, word_scores, word_of_token = merge_words(shown.tokens, text, shown.special_tokens)
     metadata = {**attribution.metadata, "seconds": seconds, "word_of_token": word_of_token,
                 "image_features_cached": inputs.image_features is not None}
+    logits = attribution.logits
     with torch.no_grad():
-        logits = forward(model, inputs, target).logits
+        logits = forward(model, inputs, target).logits if logits is None else logits.detach()
         metadata["target_score"] = float(target.score(logits)[0])
         metadata["target_probability"] = float(target.probability(logits)[0])
     return Explanation(patch_scores=image[: grid * grid].reshape(grid, grid), box_scores=image[grid * grid:],

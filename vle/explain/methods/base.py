@@ -20,6 +20,7 @@ class Attribution:
     image: np.ndarray  # (patches + boxes,)
     text: np.ndarray  # (text_len,) of the explained sequence, padding included
     metadata: dict = field(default_factory=dict)
+    logits: object = None  # the head's logits on the unperturbed input, when the method computed them anyway
 
 
 class Method:

@@ -39,4 +39,4 @@ class CoAttentionRelevance(Method):
         maps, grads, output, _ = fusion_maps(model, inputs, target, grads=True)
         with torch.no_grad():
             image, text = relevance_for(gradient_weighted(maps, grads), inputs, target, self.settings["seed"])
-        return Attribution(image, text, {"seed": self.settings["seed"]})
+        return Attribution(image, text, {"seed": self.settings["seed"]}, output.logits)

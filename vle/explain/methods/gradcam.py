@@ -31,11 +31,11 @@ class GradCAM(Method):
         if not -layers <= layer < layers:
             raise ValueError(f"layer {layer} is out of range: the fusion has {layers} layers")
         layer %= layers
-        _, _, _, recorded = fusion_maps(model, inputs, target, grads=True, hidden=True)
+        _, _, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=True)
         image_states, image_grad = recorded[f"fusion.image.{layer}.hidden"]  # (sequences, image_len, H) each
         text_states, text_grad = recorded[f"fusion.text.{layer}.hidden"]  # (sequences, text_len, H) each
         sequences = inputs.flat_sequence_ids(target)
         with torch.no_grad():
             image = sum(cam(image_states[s], image_grad[s])[1:] for s in sequences)
             text = cam(text_states[sequences[0]], text_grad[sequences[0]])
-        return Attribution(image.numpy(), text.numpy(), {"layer": layer})
+        return Attribution(image.numpy(), text.numpy(), {"layer": layer}, output.logits)

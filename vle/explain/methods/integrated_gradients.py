@@ -51,8 +51,9 @@ class IntegratedGradients(Method):
         patches = patch_attr.detach()[0].sum(0).reshape(-1)  # (grid * grid,)
         image = torch.cat([patches, patches.new_zeros(inputs.n_boxes)])
         with torch.no_grad():
-            score = float(forward()[0])
+            logits = forward.logits()
+        score = float(target.score(logits)[0])
         return Attribution(image.numpy(), text.numpy(), {
             "convergence_delta": float(delta.abs().max()), "n_steps": self.settings["n_steps"],
             "internal_batch_size": self.settings["internal_batch_size"], "score_at_input": score,
-            "attribution_sum": float(text.sum() + patches.sum())})
+            "attribution_sum": float(text.sum() + patches.sum())}, logits)

@@ -19,9 +19,10 @@ class PBCMap(Method):
 
     def attribute(self, model, inputs, target):
         with torch.no_grad():
-            logits = forward(model, inputs, target).logits[0]  # (patches + boxes, 2)
+            all_logits = forward(model, inputs, target).logits
+        logits = all_logits[0]  # (patches + boxes, 2)
         scores = logits[:, 1].softmax(0)
         probabilities = logits.softmax(-1)[:, 1]
         text_len = inputs.model_inputs["input_ids"].shape[-1]
         return Attribution(scores.numpy(), torch.zeros(text_len).numpy(),
-                           {"probabilities": probabilities.numpy()})
+                           {"probabilities": probabilities.numpy()}, all_logits)

@@ -41,7 +41,7 @@ class RawAttention(Method):
     options = {"layer": "last", "head": "mean", "keep_maps": True}
 
     def attribute(self, model, inputs, target):
-        maps, _, _, _ = fusion_maps(model, inputs, target, grads=False)
+        maps, _, output, _ = fusion_maps(model, inputs, target, grads=False)
         sequence = inputs.flat_sequence_ids(target)[0]
         text_to_image = torch.stack([a[sequence] for a in maps["tc"]])  # (layers, heads, text_len, image_len)
         image_to_text = torch.stack([a[sequence] for a in maps["ic"]])  # (layers, heads, image_len, text_len)
@@ -51,4 +51,4 @@ class RawAttention(Method):
         metadata = {"layer": layer, "head": head}
         if self.settings["keep_maps"]:
             metadata.update(text_to_image=text_to_image.numpy(), image_to_text=image_to_text.numpy())
-        return Attribution(image.numpy(), text.numpy(), metadata)
+        return Attribution(image.numpy(), text.numpy(), metadata, output.logits)

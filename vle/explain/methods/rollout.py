@@ -18,8 +18,8 @@ class AttentionRollout(Method):
     options = {"seed": "both"}
 
     def attribute(self, model, inputs, target):
-        maps, _, _, _ = fusion_maps(model, inputs, target, grads=False)
+        maps, _, output, _ = fusion_maps(model, inputs, target, grads=False)
         with torch.no_grad():
             averaged = {f: [a.mean(dim=1) for a in layers] for f, layers in maps.items()}
             image, text = relevance_for(averaged, inputs, target, self.settings["seed"])
-        return Attribution(image, text, {"seed": self.settings["seed"]})
+        return Attribution(image, text, {"seed": self.settings["seed"]}, output.logits)

@@ -1,0 +1,134 @@
+"""Time of every explanation method as a multiple of one plain forward of the same model (batch 1, CPU).
+
+- ``tiny``: the embedded shapes VQA model (``vle-tiny-shapes-vqa``) on a held-out scene, when it is shipped.
+- ``base``: the vle-base VQA shape (image 576, 3129 answers, random weights), a 12-token question.
+
+``record`` is one forward inside a ``Recorder`` capturing every attention map (towers and fusion). Methods that need
+no gradient into the image tower are timed twice: cold (image tower included) and ``cached`` (a new question about
+the same image: the image features are reused). IG reports its peak resident memory growth (Linux) for two internal
+batch sizes. Occlusion at the base shape uses 4 × 4-patch windows (81 windows instead of 1296 patches).
+
+Usage: python benchmarks/bench_explain.py [--which tiny|base|both] [--repeats N] [--threads T] [--methods a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from bench_forward import base_config
+from vle import VLEForVQA
+from vle.explain import METHODS, ExplainInputs, ImageFeatureCache, Recorder, VQAAnswer, explain
+
+warnings.filterwarnings("ignore")
+
+
+def median_time(fn, repeats: int) -> float:
+    if repeats > 1:
+        fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_growth(fn) -> float:
+    """MiB the resident-set high-water mark grows while ``fn`` runs (Linux; NaN elsewhere)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # reset VmHWM to the current RSS
+        def read(field):
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) for line in status if line.startswith(field))
+        before = read("VmRSS:")
+        fn()
+        return (read("VmHWM:") - before) / 1024
+    except OSError:
+        fn()
+        return float("nan")
+
+
+def tiny_case():
+    from vle.hub import resolve_model_path, shipped_models
+    from vle.processing_vle import VLEProcessor
+    from vle.shapes import make_scene
+
+    if "vle-tiny-shapes-vqa" not in shipped_models():
+        return None
+    path = resolve_model_path("vle-tiny-shapes-vqa")
+    model, processor = VLEForVQA.from_pretrained(path).eval(), VLEProcessor.from_pretrained(path)
+    inputs = ExplainInputs.build(processor, make_scene(1_000_003).image, "what shape is the red object ?")
+    return "embedded vle-tiny-shapes-vqa (image 128, 8x8 patches)", model, inputs, {}
+
+
+def base_case():
+    model = VLEForVQA(base_config(576, id2label={i: str(i) for i in range(3129)})).eval()
+    ids = torch.randint(5, 1000, (1, 12))
+    ids[0, 0], ids[0, -1] = 1, 2
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+             "pixel_values": torch.randn(1, 3, 576, 576)}
+    tokens = ("[CLS]",) + tuple(f"▁w{i}" for i in range(10)) + ("[SEP]",)
+    inputs = ExplainInputs(batch, tokens)
+    return "vle-base VQA shape (image 576, 36x36 patches, random weights)", model, inputs, {
+        "occlusion": {"patch_window": 4}}
+
+
+def run(case, repeats: int, methods) -> None:
+    title, model, inputs, options = case
+    target = VQAAnswer(0)
+    with torch.inference_mode():
+        plain = median_time(lambda: model(**inputs.model_inputs), repeats)
+
+        def record():
+            with Recorder(model):
+                model(**inputs.model_inputs)
+        recorded = median_time(record, repeats)
+    print(f"\n{title}\n  plain forward {plain * 1000:.1f} ms")
+    print(f"  {'record every attention map':<34} {recorded / plain:6.2f} x")
+    cache = ImageFeatureCache()
+    for name in methods:
+        settings = options.get(name, {})
+        cold = median_time(lambda: explain(model, inputs, target, name, **settings), repeats)
+        line = f"  {name:<34} {cold / plain:6.2f} x"
+        if not METHODS[name].needs_image_tower:
+            warm = ExplainInputs(**{**inputs.__dict__, "image_features": None})
+            warm.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
+            cached = median_time(lambda: explain(model, warm, target, name, **settings), repeats)
+            line += f"   cached image features {cached / plain:6.2f} x"
+        if name == "integrated_gradients":
+            peaks = {b: peak_rss_growth(lambda b=b: explain(model, inputs, target, name, internal_batch_size=b))
+                     for b in (4, 16)}
+            line += "   peak RSS growth " + ", ".join(f"batch {b}: {mib:.0f} MiB" for b, mib in peaks.items())
+        if settings:
+            line += f"   ({', '.join(f'{k}={v}' for k, v in settings.items())})"
+        print(line, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--which", choices=("tiny", "base", "both"), default="both")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "pbc"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    np.random.seed(0)
+    torch.set_num_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats}; IG: 32 steps, internal batch 8")
+    if args.which in ("tiny", "both"):
+        case = tiny_case()
+        print("\nembedded model not shipped: skipped") if case is None else run(case, args.repeats, methods)
+    if args.which in ("base", "both"):
+        run(base_case(), args.repeats, methods)
+
+
+if __name__ == "__main__":
+    main()
