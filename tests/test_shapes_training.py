@@ -71,15 +71,15 @@ def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatc
     import vle.shapes.train as training
 
     config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
-    stage = Stage("vqa", 6, 1e-3, 4)
+    stage = Stage("vqa", 6, 1e-3, 4, grounding_weight=1.0)  # the auxiliary head's state must resume too
     straight = VLEForVQA.from_pretrained(train_stage(stage, config, pool, processor, str(tmp_path / "a"),
                                                      checkpoint_every=2))
     real_loss = training._loss
 
-    def crash_at_step_5(stage, model, pool, processor, rng, step):
+    def crash_at_step_5(stage, model, pool, processor, rng, step, *rest):
         if step == 5:
             raise KeyboardInterrupt
-        return real_loss(stage, model, pool, processor, rng, step)
+        return real_loss(stage, model, pool, processor, rng, step, *rest)
 
     monkeypatch.setattr(training, "_loss", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
@@ -90,6 +90,19 @@ def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatc
                                                     checkpoint_every=2))
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_evidence_patches_mark_the_objects_an_answer_depends_on(processor, pool):
+    from vle.shapes.data import evidence_patches
+    from vle.shapes.world import object_patches
+
+    batch = vqa_batch(pool, processor, np.random.default_rng(3), np.arange(6), with_evidence=True)
+    assert batch["evidence_patches"].shape == (6, 64)
+    assert all(row.sum() > 0 for row in batch["evidence_patches"])  # every question has evidence
+    scene = pool.scenes[0]
+    both = evidence_patches(scene, [0, 1])
+    assert both.sum() >= max(object_patches(scene, 0).sum(), object_patches(scene, 1).sum())
+    assert (both.reshape(8, 8).astype(bool) == (object_patches(scene, 0) | object_patches(scene, 1))).all()
 
 
 def test_smoke_recipe_writes_hfl_layout_checkpoints(tmp_path):

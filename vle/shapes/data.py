@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .tasks import (ANSWERS, MPC_CLASSES, caption_holds, make_caption, make_mpc, make_negative_caption, make_pbc,
                     make_vcr, make_vqa)
-from .world import make_scene, patch_coverage
+from .world import make_scene, object_patches, patch_coverage
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
@@ -54,13 +54,22 @@ INVENTORY_QUESTIONS = {"what colors are there ?": "color", "what shapes are ther
                        "what sizes are there ?": "size"}
 
 
+def evidence_patches(scene, evidence, patch_size: int = 16) -> np.ndarray:
+    """(patches,) int64: 1 where one of the evidence objects covers the patch (PBC's rule), else 0."""
+    covered = np.zeros_like(object_patches(scene, 0, patch_size), dtype=bool)
+    for index in evidence:
+        covered |= object_patches(scene, index, patch_size)
+    return covered.reshape(-1).astype(np.int64)
+
+
 def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWERS, families=None,
-              inventory_share: float = 0.0) -> dict:
+              inventory_share: float = 0.0, with_evidence: bool = False, patch_size: int = 16) -> dict:
     """VQA questions with one answer each; with ``inventory_share``, also training-only inventory questions ("what
     colors are there ?", every present value a label) that teach the image stream to encode the whole scene first,
-    which the question-dependent families need before they can take off."""
+    which the question-dependent families need before they can take off. ``with_evidence`` adds
+    ``evidence_patches`` (batch, patches): the patches of the objects each answer depends on, a grounding target."""
     label_of = {answer: k for k, answer in enumerate(answers)}
-    questions, labels = [], []
+    questions, labels, evidence = [], [], []
     for i in index:
         scene = pool.scenes[i]
         if rng.random() < inventory_share:
@@ -68,13 +77,19 @@ def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWER
             attribute = INVENTORY_QUESTIONS[question]
             questions.append(question)
             labels.append(sorted({label_of[getattr(o, attribute)] for o in scene.objects}))
+            evidence.append([o.index for o in scene.objects])
             continue
         family = None if families is None else families[int(rng.integers(len(families)))]
         example = make_vqa(scene, rng, family=family) or make_vqa(scene, rng)
         questions.append(example.question)
         labels.append([label_of[example.answer]])
-    return {**_text_batch(processor, questions), "pixel_values": normalize(pool.pixels[index]),
-            "vqa_labels": labels, "vqa_scores": [[1.0] * len(l) for l in labels]}
+        evidence.append(example.evidence)
+    batch = {**_text_batch(processor, questions), "pixel_values": normalize(pool.pixels[index]),
+             "vqa_labels": labels, "vqa_scores": [[1.0] * len(l) for l in labels]}
+    if with_evidence:
+        batch["evidence_patches"] = torch.from_numpy(np.stack(
+            [evidence_patches(pool.scenes[i], e, patch_size) for i, e in zip(index, evidence)]))
+    return batch
 
 
 def _negative(pool: ScenePool, i: int, rng, hard_share: float) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..configuration_vle import VLEConfig
@@ -38,6 +39,9 @@ class Stage:
     init_from: str | None = None  # an earlier stage whose encoder this one starts from
     families: tuple[str, ...] | None = None  # VQA families to draw from (None: all)
     inventory_share: float = 0.0  # VQA: share of training-only inventory questions
+    # VQA: weight of an auxiliary grounding loss, a PBC head on the fused patches asked to mark the answer's evidence
+    # objects. It only shapes training (the head is not shipped) and makes question-dependent families take off early.
+    grounding_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,12 @@ RECIPES = {
     # the recipe of the shipped checkpoints
     "full": Recipe("full", (
         Stage("pretrained", 1600, 5e-4, 64),
-        Stage("vqa", 6500, 5e-4, 64, init_from="pretrained", inventory_share=0.25),
-        Stage("vcr-q2a", 800, 3e-4, 16, init_from="pretrained"),
-        Stage("vcr-qa2r", 800, 3e-4, 16, init_from="pretrained"),
-        # the question-specific families only take off late in the first VQA stage: a second, shorter cycle
-        Stage("vqa-continued", 3000, 3e-4, 64, init_from="vqa", inventory_share=0.1),
+        Stage("vqa", 7000, 5e-4, 64, init_from="pretrained", inventory_share=0.25, grounding_weight=1.0),
+        # VCR reads the same attributes as VQA: starting from the VQA encoder saves most of the work
+        Stage("vcr-q2a", 1000, 3e-4, 16, init_from="vqa"),
+        Stage("vcr-qa2r", 1000, 3e-4, 16, init_from="vqa"),
+        # the four pretraining heads again, on the encoder that VQA taught to ground questions
+        Stage("pretrained-continued", 1000, 3e-4, 64, init_from="vqa"),
     )),
     # minutes on a laptop CPU: VQA from scratch, non-relational questions only
     "teaching": Recipe("teaching", (
@@ -106,21 +111,45 @@ def build_processor(out_dir: str, seed: int = 0) -> VLEProcessor:
 
 
 def _model_for(stage: Stage, config: VLEConfig, out_dir: str):
-    cls = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vqa-continued": VLEForVQA, "vcr-q2a": VLEForVCRQ2A,
-           "vcr-qa2r": VLEForVCRQA2R}[stage.name]
+    cls = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vcr-q2a": VLEForVCRQ2A,
+           "vcr-qa2r": VLEForVCRQA2R}[stage.name.removesuffix("-continued")]
     if stage.init_from:
         return cls.from_pretrained(os.path.join(out_dir, stage.init_from), init_new_head=True)
     return cls(config)
 
 
-def _loss(stage: Stage, model, pool: ScenePool, processor, rng, step: int) -> tuple[torch.Tensor, str]:
-    if stage.name == "pretrained":
+def _grounding_head(stage: Stage, config: VLEConfig, out_dir: str) -> torch.nn.Module | None:
+    """The auxiliary PBC head of a VQA stage, starting from the pretrained PBC head when the stage starts from one."""
+    if not stage.grounding_weight:
+        return None
+    from safetensors.torch import load_file
+
+    from ..modeling_vle import _sequential_head
+
+    head = _sequential_head(config.hidden_size, config.hidden_size, 2)
+    if stage.init_from:
+        weights = load_file(os.path.join(out_dir, stage.init_from, "model.safetensors"))
+        prefix = "pbc_classifier."
+        if any(k.startswith(prefix) for k in weights):
+            head.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+    return head
+
+
+def _loss(stage: Stage, model, pool: ScenePool, processor, rng, step: int,
+          grounding: torch.nn.Module | None = None) -> tuple[torch.Tensor, str]:
+    if stage.name.startswith("pretrained"):
         task = PRETRAINING_SCHEDULE[step % len(PRETRAINING_SCHEDULE)]
         batch = PRETRAINING_TASKS[task](pool, processor, rng, pool.sample(rng, stage.batch_size))
         return model(task=task, **batch).loss, task
     if stage.name.startswith("vqa"):
-        return model(**vqa_batch(pool, processor, rng, pool.sample(rng, stage.batch_size), families=stage.families,
-                                 inventory_share=stage.inventory_share)).loss, "vqa"
+        batch = vqa_batch(pool, processor, rng, pool.sample(rng, stage.batch_size), families=stage.families,
+                          inventory_share=stage.inventory_share, with_evidence=grounding is not None)
+        evidence = batch.pop("evidence_patches", None)
+        out = model(**batch)
+        if grounding is None:
+            return out.loss, "vqa"
+        logits = grounding(out.vle_output.image_embeds[:, 1:1 + evidence.shape[1]])  # (batch, patches, 2)
+        return out.loss + stage.grounding_weight * F.cross_entropy(logits.reshape(-1, 2), evidence.reshape(-1)), "vqa"
     task = "q2a" if stage.name == "vcr-q2a" else "qa2r"
     return model(**vcr_batch(pool, processor, rng, pool.sample(rng, stage.batch_size), task=task)).loss, task
 
@@ -140,13 +169,15 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
         return final  # finished earlier
     torch.manual_seed(seed)
     model = _model_for(stage, config, out_dir).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    grounding = _grounding_head(stage, config, out_dir)
+    trained = torch.nn.ModuleList([model] + ([grounding] if grounding is not None else []))
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=stage.lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, stage.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, stage.steps, warmup))
     start = 0
     if os.path.isfile(state_path):
         state = torch.load(state_path, weights_only=False)
-        model.load_state_dict(state["model"])
+        trained.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
@@ -155,17 +186,17 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
     bar = tqdm(range(start, stage.steps), desc=f"train {stage.name}", initial=start, total=stage.steps)
     for step in bar:
         rng = np.random.default_rng([seed, step])  # the batch is a function of (seed, step): resumes exactly
-        loss, task = _loss(stage, model, pool, processor, rng, step)
+        loss, task = _loss(stage, model, pool, processor, rng, step, grounding)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         value = loss.item()
         smoothed[task] = 0.95 * smoothed.get(task, value) + 0.05 * value
         bar.set_postfix({k: f"{v:.3f}" for k, v in smoothed.items()})
         if (step + 1) % checkpoint_every == 0 and step + 1 < stage.steps:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            torch.save({"model": trained.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "step": step + 1}, state_path)
     model.eval().save_pretrained(final)
     processor.save_pretrained(final)
@@ -175,10 +206,10 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
 
 
 def stage_dir(run_dir: str, task: str) -> str:
-    """The folder of a run's final model for ``task`` (pretrained, vqa, vcr-q2a, vcr-qa2r)."""
-    if task == "vqa" and os.path.isfile(os.path.join(run_dir, "vqa-continued", "config.json")):
-        return os.path.join(run_dir, "vqa-continued")
-    return os.path.join(run_dir, task)
+    """The folder of a run's final model for ``task`` (pretrained, vqa, vcr-q2a, vcr-qa2r): its ``-continued`` stage
+    when the recipe has one."""
+    continued = os.path.join(run_dir, f"{task}-continued")
+    return continued if os.path.isfile(os.path.join(continued, "config.json")) else os.path.join(run_dir, task)
 
 
 def train(out_dir: str, recipe: str = "full", seed: int = 0, threads: int | None = None) -> dict[str, float]:
