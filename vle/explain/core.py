@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -38,9 +39,10 @@ def explain(model, inputs: ExplainInputs, target, method: str = "coattention_rel
         raise ValueError("put the model in eval mode (model.eval()): dropout makes explanations random")
     started = time.perf_counter()
     if runner.needs_image_tower:
-        inputs = ExplainInputs(**{**inputs.__dict__, "image_features": None})
-    elif inputs.image_features is None and cache is not None:
-        inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
+        inputs = replace(inputs, image_features=None)
+    elif inputs.image_features is None:  # the tower runs once, without gradient; a cache keeps it for later
+        cache = cache if cache is not None else ImageFeatureCache(size=1)
+        inputs = replace(inputs, image_features=cache.features(model, inputs.model_inputs["pixel_values"]))
     attribution = runner.attribute(model, inputs, target)
     seconds = time.perf_counter() - started
     return package(model, inputs, target, runner, attribution, seconds)

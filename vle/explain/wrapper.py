@@ -23,8 +23,8 @@ import torch
 class TargetForward:
     """``f(input_ids=None, pixel_values=None, text_keep=None) -> (batch,)`` target scores.
 
-    Arguments left out take the explained example's values (its cached image features, if it has them); given ones may carry a batch of perturbed copies (Captum
-    expands them), and the remaining inputs are repeated to match. ``text_keep`` (batch, text_len) of 0/1
+    Arguments left out take the explained example's values (its cached image features, if it has them); given ones
+    may carry a batch of perturbed copies (Captum expands them), and the remaining inputs are repeated to match. ``text_keep`` (batch, text_len) of 0/1
     multiplies the attention mask of the explained sequence: 0 removes a token. ``probability=True`` returns the
     target's probability instead of its score.
     """
