@@ -1,1 +1,19 @@
-"""Thin ipywidgets explorers over vle and viz."""
+"""Thin ipywidgets explorers over ``vle`` (models, explanations) and ``viz`` (figures).
+
+    from widgets import VQAExplorer, AttentionExplorer, ITMExplorer, VCRExplorer, MethodComparison, workbench
+    workbench()          # all of them in tabs, on the embedded shapes models
+
+Each explorer does its heavy work on a button with a progress bar, redraws view-only changes from cached results,
+and shows errors inside itself.
+"""
+
+from .app import workbench
+from .attention import AttentionExplorer
+from .comparison import MethodComparison
+from .itm import ITMExplorer
+from .llm_panel import LLMPanel
+from .vcr import VCRExplorer
+from .vqa import VQAExplorer
+
+__all__ = ["AttentionExplorer", "ITMExplorer", "LLMPanel", "MethodComparison", "VCRExplorer", "VQAExplorer",
+           "workbench"]

@@ -1,0 +1,231 @@
+"""What every explorer shares: loading models once, picking an image, showing a figure, running work with progress
+and showing errors inside the widget."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import time
+import traceback
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+import ipywidgets as W
+import numpy as np
+from PIL import Image
+
+PICS = Path(__file__).resolve().parent.parent / "pics"
+DPI = 90  # enough for a 128-pixel scene; higher DPIs cost re-render time without showing more
+
+
+# -- models ----------------------------------------------------------------------------------------------------------
+
+@contextmanager
+def _no_progress_bars():
+    """transformers draws a progress bar per checkpoint load: noise inside an app."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
+@lru_cache(maxsize=8)
+def load_pipeline(task: str, model: str):
+    """A shipped/saved model by name, loaded once per process (explorers on the same model share it)."""
+    from vle.pipelines import pipeline
+
+    with _no_progress_bars():
+        return pipeline(task, model)
+
+
+@lru_cache(maxsize=4)
+def load_model(class_name: str, model: str):
+    """(model, processor) for any VLE head class by name, e.g. ``VLEForPretraining``, loaded once per process."""
+    import vle
+    from vle.hub import resolve_model_path
+    from vle.processing_vle import VLEProcessor
+
+    path = resolve_model_path(model)
+    with _no_progress_bars():
+        return getattr(vle, class_name).from_pretrained(path).eval(), VLEProcessor.from_pretrained(path)
+
+
+def layer_choices(n: int, extra=(("mean", "mean"),)) -> list[tuple[str, object]]:
+    return list(extra) + [(str(i), i) for i in range(n)]
+
+
+# -- images ----------------------------------------------------------------------------------------------------------
+
+def scene_names() -> list[str]:
+    return sorted(p.stem for p in PICS.glob("*.png"))
+
+
+def scene_record(name: str) -> dict | None:
+    """The scene JSON beside ``pics/<name>.png`` (questions, answers, boxes), or None for other images."""
+    path = PICS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class ImagePicker(W.VBox):
+    """An image from ``pics/``, a path, or an upload. ``image`` is a PIL RGB image; ``record`` the scene JSON when
+    the image is a shapes scene (else None); ``on_change(callback)`` runs the callback with no argument."""
+
+    def __init__(self, value: str | None = None, scenes: list[str] | None = None):
+        names = scenes if scenes is not None else scene_names()
+        self.source = W.Dropdown(options=names + ["(path)", "(upload)"], description="image",
+                                 value=value if value in names else (names[0] if names else "(path)"))
+        self.path = W.Text(placeholder="/path/to/image.png", description="path", continuous_update=False,
+                           layout=W.Layout(display="none", width="24em"))
+        self.upload = W.FileUpload(accept="image/*", multiple=False, layout=W.Layout(display="none"))
+        self.source.add_class("vle-image-source")
+        self._callbacks = []
+        for control in (self.source, self.path, self.upload):
+            control.observe(self._changed, names="value")
+        super().__init__([W.HBox([self.source, self.path, self.upload])])
+        self._sync_visibility()
+
+    def _sync_visibility(self) -> None:
+        self.path.layout.display = "" if self.source.value == "(path)" else "none"
+        self.upload.layout.display = "" if self.source.value == "(upload)" else "none"
+
+    def _changed(self, _change) -> None:
+        self._sync_visibility()
+        for callback in self._callbacks:
+            callback()
+
+    def on_change(self, callback) -> None:
+        self._callbacks.append(callback)
+
+    @property
+    def name(self) -> str:
+        if self.source.value == "(path)":
+            return self.path.value
+        if self.source.value == "(upload)":
+            return self.upload.value[0]["name"] if self.upload.value else ""
+        return self.source.value
+
+    @property
+    def record(self) -> dict | None:
+        return scene_record(self.source.value) if self.source.value not in ("(path)", "(upload)") else None
+
+    @property
+    def image(self) -> Image.Image:
+        if self.source.value == "(path)":
+            if not self.path.value.strip():
+                raise ValueError("type the path of an image file, or pick a scene from pics/")
+            path = Path(self.path.value.strip()).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"no image file at {path}")
+            return Image.open(path).convert("RGB")
+        if self.source.value == "(upload)":
+            if not self.upload.value:
+                raise ValueError("upload an image first (the button next to the image menu)")
+            return Image.open(io.BytesIO(bytes(self.upload.value[0]["content"]))).convert("RGB")
+        return Image.open(PICS / f"{self.source.value}.png").convert("RGB")
+
+
+# -- output ----------------------------------------------------------------------------------------------------------
+
+def figure_png(figure, dpi: int = DPI) -> bytes:
+    from viz import figure_to_png
+
+    return figure_to_png(figure, dpi=dpi)
+
+
+def fixed_axes(figsize=(4.6, 4.2)):
+    """(figure, axes) with a fixed layout: the viz default (constrained layout) costs tens of milliseconds per draw,
+    too much for a slider that redraws on every move."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=figsize)
+    return figure, figure.add_axes((0.01, 0.02, 0.98, 0.88))
+
+
+def picture(css_class: str, width: str | None = None) -> W.Image:
+    """An Image widget that keeps its own size inside a box (the browser would stretch it otherwise)."""
+    image = W.Image(format="png", layout=W.Layout(align_self="flex-start", width=width or "auto"))
+    image.add_class(css_class)
+    return image
+
+
+def html_table(rows, header=None, css_class: str = "") -> str:
+    head = "".join(f"<th style='text-align:left;padding:1px 8px'>{html.escape(str(h))}</th>" for h in header or ())
+    body = "".join("<tr>" + "".join(f"<td style='padding:1px 8px'>{cell}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f"<table class='{css_class}'>{'<tr>' + head + '</tr>' if head else ''}{body}</table>"
+
+
+def score_bar(value: float, width: int = 120, color: str = "#4c72b0") -> str:
+    filled = int(round(max(0.0, min(1.0, value)) * width))
+    return (f"<span style='display:inline-block;width:{width}px;height:10px;background:#eee'>"
+            f"<span style='display:block;width:{filled}px;height:10px;background:{color}'></span></span>")
+
+
+class Status(W.VBox):
+    """A progress bar and a message line. ``run(button, steps)`` wraps heavy work: the button is disabled and the
+    bar shown while it runs; an exception is shown here, in words, and the widget stays usable."""
+
+    def __init__(self):
+        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(display="none", width="16em"))
+        self.message = W.HTML()
+        self.message.add_class("vle-status")
+        self.error = None
+        super().__init__([self.progress, self.message])
+
+    def show(self, text: str, kind: str = "info") -> None:
+        color = {"info": "#555", "error": "#b00020", "ok": "#1b5e20"}[kind]
+        self.message.value = f"<span style='color:{color}'>{html.escape(text)}</span>"
+
+    def step(self, text: str) -> None:
+        self.progress.value = min(self.progress.value + 1, self.progress.max)
+        self.show(text)
+
+    @contextmanager
+    def run(self, button: W.Button | None, steps: int, text: str = "working …"):
+        self.error = None
+        if button is not None:
+            button.disabled = True
+        self.progress.max, self.progress.value, self.progress.layout.display = max(1, steps), 0, ""
+        self.show(text)
+        started = time.perf_counter()
+        try:
+            yield self
+        except Exception as error:  # noqa: BLE001  (any failure is shown in the widget, not only in a log)
+            self.error = error
+            self.show(describe_error(error), "error")
+        else:
+            self.show(f"done in {time.perf_counter() - started:.2f} s", "ok")
+        finally:
+            self.progress.layout.display = "none"
+            if button is not None:
+                button.disabled = False
+
+
+def describe_error(error: BaseException) -> str:
+    """The error in one line a user can act on; the traceback's last frame for unexpected kinds."""
+    if isinstance(error, (ValueError, FileNotFoundError, TypeError, KeyError, IndexError, OSError, RuntimeError)):
+        return f"{type(error).__name__}: {error}"
+    where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    suffix = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+    return f"{type(error).__name__}: {error}{suffix}"
+
+
+def as_array(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+
+
+@contextmanager
+def timed(store: dict, key: str):
+    """Record the milliseconds the block took in ``store[key]``."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        store[key] = (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,105 @@
+"""``AttentionExplorer``: the fusion's cross-attention, both directions, any layer and attention head.
+
+    from widgets import AttentionExplorer
+    AttentionExplorer()
+
+Run records every fusion cross-attention map once (``vle.explain`` raw attention keeps them all); clicking through
+words, patches, layers and attention heads then only redraws.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as W
+
+from ._common import DPI, ImagePicker, Status, figure_png, fixed_axes, layer_choices, load_model, picture, timed
+
+DIRECTIONS = ("word → image", "patch → words", "layer × head grid")
+HEAD_CLASSES = {"vle-tiny-shapes-vqa": "VLEForVQA", "vle-tiny-shapes": "VLEForPretraining"}
+
+
+class AttentionExplorer(W.VBox):
+    """``model``: a shipped name or folder; ``head_class``: its VLE class (guessed for the shipped models)."""
+
+    def __init__(self, model: str = "vle-tiny-shapes-vqa", head_class: str | None = None,
+                 image: str | None = "shapes_0", text: str = "what size is the green object ?", dpi: int = DPI):
+        from vle.explain import Explainer
+
+        self.model, self.processor = load_model(head_class or HEAD_CLASSES.get(model, "VLEForVQA"), model)
+        self.explainer, self.dpi = Explainer(self.model, self.processor), dpi
+        self.maps = None  # {"text_to_image": (layers, heads, text_len, image_len), "image_to_text": (..., text_len)}
+        self.tokens: tuple[str, ...] = ()
+        self._image, self._quiet = None, False
+        self.timings: dict[str, float] = {}
+        config = self.model.config
+        grid = config.patch_grid
+
+        self.picker = ImagePicker(image)
+        self.text = W.Text(value=text, description="text", continuous_update=False, layout=W.Layout(width="34em"))
+        self.run_button = W.Button(description="Record attention", button_style="primary", icon="play")
+        self.run_button.add_class("vle-run")
+        self.status = Status()
+        self.direction = W.ToggleButtons(options=DIRECTIONS, value=DIRECTIONS[0])
+        self.token = W.ToggleButtons(options=[], description="word", style={"button_width": "auto"})
+        self.row = W.IntSlider(value=grid // 2, min=0, max=grid - 1, description="patch row")
+        self.col = W.IntSlider(value=grid // 2, min=0, max=grid - 1, description="patch col")
+        self.layer = W.Dropdown(options=layer_choices(config.num_hidden_layers, (("mean", None),)), value=None,
+                                description="layer", layout=W.Layout(width="13em"))
+        self.head = W.Dropdown(options=layer_choices(config.num_attention_heads, (("mean", None),)), value=None,
+                               description="head", layout=W.Layout(width="13em"))
+        self.opacity = W.FloatSlider(value=0.7, min=0.0, max=1.0, step=0.05, description="opacity",
+                                     continuous_update=False)
+        self.figure = picture("vle-attention")
+
+        self.run_button.on_click(lambda _: self.run())
+        for control in (self.direction, self.token, self.row, self.col, self.layer, self.head, self.opacity):
+            control.observe(lambda _: self.render(), names="value")
+        super().__init__([self.picker, W.HBox([self.text, self.run_button]), self.status, self.direction, self.token,
+                          W.HBox([self.row, self.col]), W.HBox([self.layer, self.head, self.opacity]), self.figure])
+
+    def run(self) -> None:
+        from vle.explain import explain
+
+        with self.status.run(self.run_button, steps=2, text="recording the fusion's attention …") as status:
+            if not self.text.value.strip():
+                raise ValueError("type a text first")
+            self._image = self.picker.image
+            inputs = self.explainer.inputs(self._image, self.text.value.strip())
+            target = self.explainer.default_target(inputs)
+            e = explain(self.model, inputs, target, "raw_attention", cache=self.explainer.cache, keep_maps=True)
+            self.maps = {key: e.metadata[key] for key in ("text_to_image", "image_to_text")}
+            self.tokens = e.tokens
+            status.step("drawing …")
+            choices = [(token.lstrip("▁") or token, index) for index, token in enumerate(self.tokens)]
+            content = [index for token, index in choices if token not in ("[CLS]", "[SEP]")]
+            self._quiet = True
+            try:
+                self.token.options, self.token.value = choices, content[0] if content else 0
+            finally:
+                self._quiet = False
+            self.render()
+
+    def render(self) -> None:
+        """Redraw from the recorded maps (no model call)."""
+        from viz import plot_attention_grid, plot_patch_attention, plot_word_attention
+
+        if self._quiet or self.maps is None or self.token.value is None:
+            return
+        layer, head = self.layer.value, self.head.value
+        with timed(self.timings, "render"):
+            try:
+                if self.direction.value == DIRECTIONS[0]:
+                    figure, ax = fixed_axes()
+                    plot_word_attention(self.maps["text_to_image"], self._image, self.token.value, tokens=self.tokens,
+                                        layer=layer, head=head, opacity=self.opacity.value, ax=ax)
+                elif self.direction.value == DIRECTIONS[1]:
+                    figure = plot_patch_attention(self.maps["image_to_text"], self.tokens,
+                                                  (self.row.value, self.col.value), image=self._image, layer=layer,
+                                                  head=head)
+                else:
+                    figure = plot_attention_grid(self.maps["text_to_image"], self.token.value, tokens=self.tokens,
+                                                 image=self._image, opacity=self.opacity.value)
+                self.figure.value = figure_png(figure, self.dpi)
+            except Exception as error:  # noqa: BLE001
+                from ._common import describe_error
+
+                self.status.show(describe_error(error), "error")

@@ -1,0 +1,138 @@
+"""``VCRExplorer``: visual commonsense reasoning on a scene: the 4 answers (Q→A), then the 4 rationales (QA→R) given
+an answer, with the referenced boxes drawn, and an explanation of any one choice.
+
+    from widgets import VCRExplorer
+    VCRExplorer()      # the shipped vle-tiny-shapes-vcr-q2a / -qa2r models on a scene from pics/
+"""
+
+from __future__ import annotations
+
+import copy
+
+import ipywidgets as W
+import torch
+
+from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, load_model, picture,
+                      scene_names, scene_record, timed)
+
+STAGES = {"answers (Q → A)": "q2a", "rationales (QA → R)": "qa2r"}
+GIVEN = ("the correct answer", "the model's answer")
+
+
+class VCRExplorer(W.VBox):
+    """``q2a`` / ``qa2r``: shipped names or folders of the two VCR models (loaded on the first Run)."""
+
+    def __init__(self, q2a: str = "vle-tiny-shapes-vcr-q2a", qa2r: str = "vle-tiny-shapes-vcr-qa2r",
+                 image: str | None = "shapes_0", dpi: int = DPI):
+        from vle.explain import METHODS, VCRChoice
+
+        self.model_names, self.dpi = {"q2a": q2a, "qa2r": qa2r}, dpi
+        self.results: dict = {}  # task → {"inputs", "probabilities", "choices", "annotation"}
+        self.explanations: dict = {}
+        self._image = self._record = None
+        self._methods = METHODS
+        self.timings: dict[str, float] = {}
+
+        scenes = [name for name in scene_names() if (scene_record(name) or {}).get("vcr")]
+        self.picker = ImagePicker(image if image in scenes else None, scenes=scenes)
+        self.given = W.Dropdown(options=GIVEN, value=GIVEN[0], description="rationale for")
+        self.run_button = W.Button(description="Run", button_style="primary", icon="play")
+        self.run_button.add_class("vle-run")
+        self.status = Status()
+        self.choices_q2a = picture("vle-vcr-q2a")
+        self.choices_qa2r = picture("vle-vcr-qa2r")
+        self.stage = W.ToggleButtons(options=list(STAGES), description="explain")
+        self.choice = W.Dropdown(options=[(f"choice {i}", i) for i in range(4)], value=0, description="choice")
+        methods = [name for name, cls in METHODS.items() if cls.supports(VCRChoice(0))]
+        self.method = W.Dropdown(options=methods, value="coattention_relevance", description="method")
+        self.opacity = W.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="opacity",
+                                     continuous_update=False)
+        self.heatmap = picture("vle-heatmap")
+        self.tokens = picture("vle-tokens")
+
+        self.run_button.on_click(lambda _: self.run())
+        for control in (self.stage, self.choice, self.method):
+            control.observe(lambda _: self.explain_choice(), names="value")
+        self.opacity.observe(lambda _: self.render(), names="value")
+        super().__init__([W.HBox([self.picker, self.given]), self.run_button, self.status, self.choices_q2a,
+                          self.choices_qa2r, W.HBox([self.stage, self.choice, self.method]), self.opacity,
+                          W.HBox([self.heatmap, self.tokens])])
+
+    def _score(self, task: str, annotation: dict) -> dict:
+        from vle.explain import ExplainInputs
+
+        model, processor = load_model("VLEForVCRQ2A" if task == "q2a" else "VLEForVCRQA2R", self.model_names[task])
+        batch = processor.vcr(annotation, self._image, self._record, task=task, patch_size=model.config.patch_size)
+        inputs = ExplainInputs.from_batch(dict(batch), processor)
+        with torch.no_grad():
+            logits = model(**inputs.model_inputs).logits[0]  # (choices,)
+        key = "answer_choices" if task == "q2a" else "rationale_choices"
+        return {"inputs": inputs, "probabilities": logits.softmax(-1).numpy(), "choices": annotation[key],
+                "annotation": annotation, "label": annotation["answer_label" if task == "q2a" else "rationale_label"],
+                "model": model}
+
+    def run(self) -> None:
+        from viz import plot_vcr_choices
+
+        with self.status.run(self.run_button, steps=3, text="answering …") as status:
+            self._record = self.picker.record
+            if not self._record or "vcr" not in self._record:
+                raise ValueError("pick a scene from pics/ with a VCR item (its JSON has a 'vcr' entry)")
+            self._image = self.picker.image
+            self.explanations.clear()
+            annotation = copy.deepcopy(self._record["vcr"])
+            q2a = self._score("q2a", annotation)
+            status.step("rationales …")
+            if self.given.value == GIVEN[1]:  # condition the rationales on what the model answered
+                annotation = {**annotation, "answer_label": int(q2a["probabilities"].argmax())}
+            self.results = {"q2a": q2a, "qa2r": self._score("qa2r", annotation)}
+            status.step("drawing …")
+            names, boxes = annotation["objects"], self._record["boxes"]
+            for task, view in (("q2a", self.choices_q2a), ("qa2r", self.choices_qa2r)):
+                result = self.results[task]
+                question = annotation["question"]
+                if task == "qa2r":
+                    question = question + ["→"] + annotation["answer_choices"][annotation["answer_label"]]
+                figure = plot_vcr_choices(self._image, result["choices"], result["probabilities"], boxes,
+                                          question=question, answer_label=result["label"], object_names=names,
+                                          figsize=(9, 2.8))
+                view.value = figure_png(figure, self.dpi)
+            self.explain_choice()
+
+    def explain_choice(self) -> None:
+        from vle.explain import VCRChoice, explain
+
+        task = STAGES[self.stage.value]
+        if task not in self.results:
+            return
+        key = (task, self.choice.value, self.method.value)
+        try:
+            if key not in self.explanations:
+                if self._methods[self.method.value].needs_image_tower:
+                    self.status.show(f"{self.method.value} runs the image tower for every perturbation: wait …")
+                result = self.results[task]
+                self.explanations[key] = explain(result["model"], result["inputs"], VCRChoice(self.choice.value),
+                                                 self.method.value)
+            self.explanation = self.explanations[key]
+            self.status.show(f"{self.method.value} for {task} choice {self.choice.value}")
+            self.render()
+        except Exception as error:  # noqa: BLE001
+            self.status.show(describe_error(error), "error")
+
+    def render(self) -> None:
+        from viz import plot_patch_relevance, plot_token_strip, referenced_objects
+
+        e = getattr(self, "explanation", None)
+        if e is None:
+            return
+        with timed(self.timings, "render"):
+            result = self.results[STAGES[self.stage.value]]
+            annotation = result["annotation"]
+            referenced = referenced_objects(annotation["question"], result["choices"][self.choice.value])
+            boxes = [tuple(self._record["boxes"][i][:4]) + (f"{i}",) for i in referenced]
+            figure, ax = fixed_axes()
+            plot_patch_relevance(e.patch_scores, self._image, signed=e.signed, opacity=self.opacity.value,
+                                 boxes=boxes, title=e.target.label, ax=ax)
+            self.heatmap.value = figure_png(figure, self.dpi)
+            self.tokens.value = figure_png(plot_token_strip(e.words, e.word_scores, signed=e.signed, width=5.0,
+                                                            title="words of the choice"), self.dpi)
