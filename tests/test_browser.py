@@ -1,0 +1,156 @@
+"""The served explorer in a real browser: Voilà on 127.0.0.1 serves notebooks/explorer.ipynb, Playwright drives
+Debian's Chromium (``make test`` installs it with apt; Playwright never downloads a browser here).
+
+The test types a question the shipped model answers correctly (the truth comes from the scene JSON, and the model's
+own pipeline must agree), runs it, checks the answer shown, switches method and layer and checks that the picture
+changed. A screenshot is kept under artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+SIMPLE_FAMILIES = ("size", "exists")  # questions the embedded model answers from one object's attributes
+
+pytest.importorskip("playwright", reason="pip install -e '.[test]' installs playwright")
+pytest.importorskip("voila", reason="pip install -e . installs voila")
+from playwright.sync_api import expect  # noqa: E402
+
+if shutil.which("chromium") is None:
+    pytest.skip("Debian's chromium is not on PATH: `make test` installs it (apt-get install -y chromium)",
+                allow_module_level=True)
+if not (ROOT / "vle" / "checkpoints" / "vle-tiny-shapes-vqa" / "config.json").is_file():
+    pytest.skip("the embedded VQA model is not shipped yet", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium, without the network chatter it tries when nothing can be reached."""
+    return {**browser_type_launch_args, "executable_path": shutil.which("chromium"),
+            "args": ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync"]}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1300, "height": 2000}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def explorer_url():
+    """Voilà on the explorer notebook; ready when its port accepts connections (a GET would start a kernel)."""
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "voila.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "voila", str(ROOT / "notebooks" / "explorer.ipynb"),
+                               "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"Voilà did not start: see {ARTIFACTS / 'voila.log'}") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def simple_question():
+    """(scene, question, truth): the first size/exists question whose truth (scene JSON) the shipped model's
+    pipeline also gives as its top answer."""
+    from vle.pipelines import pipeline
+
+    vqa = pipeline("vqa", "vle-tiny-shapes-vqa")
+    for path in sorted((ROOT / "pics").glob("shapes_*.json")):
+        record = json.loads(path.read_text())
+        for item in record["questions"]:
+            if item["family"] not in SIMPLE_FAMILIES:
+                continue
+            top = vqa(image=str(path.with_suffix(".png")), question=item["question"], top_k=1)[0]["answer"]
+            if top == item["answer"]:
+                return path.stem, item["question"], item["answer"]
+    pytest.fail("the shipped VQA model answers none of the size/exists questions in pics/ correctly")
+
+
+def _image_digest(page, selector: str) -> str:
+    """The bytes behind an <img src="blob:..."> as a short digest computed in the page."""
+    return page.evaluate("""async (selector) => {
+        const img = document.querySelector(selector);
+        if (!img || !img.src) return "";
+        const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+        let h = 0;
+        for (const b of bytes) h = (h * 31 + b) >>> 0;
+        return bytes.length + ":" + h;
+    }""", selector)
+
+
+def _wait_for_new_image(page, selector: str, old: str, what: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        digest = _image_digest(page, selector)
+        if digest and digest != old:
+            return digest
+        page.wait_for_timeout(100)
+    pytest.fail(f"the picture did not change after {what}")
+
+
+@pytest.mark.timeout(240)
+def test_explorer_answers_and_redraws(page, explorer_url, simple_question):
+    scene, question, truth = simple_question
+    page.goto(explorer_url)
+    vqa = page.locator(".vle-vqa-explorer")  # the first tab; the other explorers have controls of the same kind
+    vqa.locator(".vle-question input").wait_for(state="visible", timeout=150_000)
+
+    vqa.locator(".vle-image-source select").select_option(scene)
+    field = vqa.locator(".vle-question input")
+    field.fill(question)
+    field.press("Enter")
+    vqa.locator("button.vle-run").click()
+    answer = vqa.locator(".vle-answer-text")
+    answer.wait_for(state="visible", timeout=60_000)
+    assert answer.inner_text().strip() == truth
+    heatmap = ".vle-vqa-explorer .vle-heatmap"
+    first = _wait_for_new_image(page, heatmap, "", "Run")
+
+    vqa.locator(".vle-method select").select_option("raw_attention")
+    after_method = _wait_for_new_image(page, heatmap, first, "switching the method to raw_attention")
+    vqa.locator(".vle-layer select").select_option(label="0")
+    after_layer = _wait_for_new_image(page, heatmap, after_method, "switching to layer 0")
+    assert len({first, after_method, after_layer}) == 3
+    info = vqa.locator(".vle-info")
+    expect(info).to_contain_text("raw_attention")
+    expect(info.locator("tr", has_text="layer")).to_contain_text("0")
+
+    assert "error" not in vqa.locator(".vle-status").first.inner_text().lower()
+    assert answer.inner_text().strip() == truth  # a view change keeps the answer
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser_explorer.png"), full_page=True)
