@@ -240,3 +240,20 @@ def test_workbench_tabs():
 
     app = workbench(vcr_models=("no-such-vcr-model", "no-such-vcr-model"))
     assert len(app.children) == len(TABS) and app.titles == TABS
+
+
+@needs_vqa
+def test_explain_command_writes_a_self_contained_report(tmp_path, capsys):
+    from vle.cli import main
+
+    item = next(q for q in scene()["questions"] if q["family"] == "size")
+    out = tmp_path / "report.html"
+    assert main(["explain", str(ROOT / "pics" / "shapes_0.png"), item["question"], "--method", "rollout",
+                 "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    page = out.read_text()
+    assert printed["method"] == "rollout" and printed["answers"][0]["answer"] in page
+    assert "data:image/png;base64," in page and "http" not in page.split("<body", 1)[-1].replace("http-equiv", "")
+    assert main(["explain", str(ROOT / "pics" / "shapes_0.png"), item["question"], "--method", "pbc",
+                 "--out", str(out)]) == 2
+    assert "cannot explain" in capsys.readouterr().err

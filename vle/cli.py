@@ -6,6 +6,7 @@
     vle-workbench vcr ANNOTATION.json --image IMAGE --metadata META.json [--task q2a|qa2r] [--model M]
     vle-workbench classify IMAGE LABEL [LABEL ...] [--template "a photo of a {}."] [--model M]
     vle-workbench vqa-llm IMAGE "QUESTION" [--base-url URL] [--model LLM] [--local MODEL] [--json]
+    vle-workbench explain IMAGE "QUESTION" [--method M] [--answer A] [--rather-than B] [--out report.html]
     vle-workbench demo     (the main job: a VQA run with the embedded model on a scene from pics/)
     vle-workbench train --out DIR [--recipe full|teaching]
     vle-workbench evaluate [--seed S] [--n N] [--json]
@@ -98,6 +99,30 @@ def cmd_demo(args) -> None:
     print("truth: red")
 
 
+def cmd_explain(args) -> None:
+    """A VQA explanation as a self-contained HTML report (the same view as the workbench's VQA explorer)."""
+    from PIL import Image
+
+    import viz  # rendering stays outside vle: imported only by this command
+
+    from .explain import Explainer, VQAContrast, vqa_answer
+
+    vqa = _pipe("vqa", args.model)
+    explainer = Explainer(vqa.model, vqa.processor)
+    image = Image.open(args.image).convert("RGB")
+    answers = vqa(image=image, question=args.question, top_k=args.top_k)
+    target = vqa_answer(vqa.model, args.answer or answers[0]["answer"])
+    if args.rather_than:
+        other = vqa_answer(vqa.model, args.rather_than)
+        target = VQAContrast(target.index, other.index, target.answer, other.answer)
+    explanation = explainer.explain(image, args.question, target=target, method=args.method)
+    viz.explanation_report_html(explanation, image, args.out,
+                                title=f"{args.question} → {answers[0]['answer']}: {explanation.method} "
+                                      f"explanation of {explanation.target.label}")
+    _print({"answers": answers, "target": explanation.target.label, "method": explanation.method,
+            "report": args.out})
+
+
 def cmd_train(args) -> None:
     from .shapes.train import train
 
@@ -167,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     vqa_llm.add_argument("--top-k", type=int, default=4)
     vqa_llm.add_argument("--timeout", type=float, default=60.0, help="seconds per LLM request")
     vqa_llm.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    explain_cmd = add("explain", cmd_explain, "explain a VQA answer and write a self-contained HTML report")
+    explain_cmd.add_argument("image")
+    explain_cmd.add_argument("question")
+    explain_cmd.add_argument("--method", default="coattention_relevance",
+                             help="a registered method (vle.explain.METHODS), e.g. rollout, occlusion, gradcam")
+    explain_cmd.add_argument("--answer", default=None, help="the answer to explain (default: the top answer)")
+    explain_cmd.add_argument("--rather-than", default=None, help="a second answer: explain why --answer rather "
+                                                                 "than this one")
+    explain_cmd.add_argument("--top-k", type=int, default=5)
+    explain_cmd.add_argument("--out", default="report.html")
     add("demo", cmd_demo, "the main job: VQA with the embedded model on a scene from pics/")
     train = sub.add_parser("train", help="train the shapes-world models (tokenizer, pretraining, VQA, VCR)")
     train.set_defaults(handler=cmd_train)
