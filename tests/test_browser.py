@@ -8,12 +8,14 @@ changed. A screenshot is kept under artifacts/.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,11 +55,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _ChatCompletions(http.server.BaseHTTPRequestHandler):
+    """A stand-in LLM server speaking the chat-completions protocol: it picks candidate B and answers in a sentence."""
+
+    def do_GET(self):  # noqa: N802
+        self._reply({"object": "list", "data": [{"id": "stub", "object": "model"}]})
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        text = "B" if "Answer with" in prompt else "The model's second guess, phrased as a sentence."
+        self._reply({"object": "chat.completion", "model": "stub",
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                  "finish_reason": "stop"}]})
+
+    def _reply(self, payload) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
-def explorer_url():
+def llm_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ChatCompletions)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def explorer_url(llm_url):
     """Voilà on the explorer notebook; ready when its port accepts connections (a GET would start a kernel)."""
     port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLE_LLM_BASE_URL": llm_url, "VLE_LLM_MODEL": "stub"}
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "voila.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "voila", str(ROOT / "notebooks" / "explorer.ipynb"),
@@ -154,3 +192,14 @@ def test_explorer_answers_and_redraws(page, explorer_url, simple_question):
     assert answer.inner_text().strip() == truth  # a view change keeps the answer
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser_explorer.png"), full_page=True)
+
+    # the VQA + LLM panel against the local chat-completions server: the stub always picks candidate B
+    vqa.get_by_text("VQA + LLM").click()
+    vqa.locator("button.vle-llm-ask").click()
+    short = vqa.locator(".vle-llm-short")
+    short.wait_for(state="visible", timeout=60_000)
+    candidates = vqa.locator(".vle-llm-result table tr")
+    second = candidates.nth(2).locator("td").nth(1).inner_text().strip()
+    assert short.inner_text().strip() == second != truth
+    expect(vqa.locator(".vle-llm-result")).to_contain_text("changed the answer")
+    page.screenshot(path=str(ARTIFACTS / "browser_explorer_llm.png"), full_page=True)
