@@ -150,8 +150,10 @@ def fixed_axes(figsize=(4.6, 4.2)):
 
 def picture(css_class: str, width: str | None = None) -> W.Image:
     """An Image widget that keeps its own size inside a box (the browser would stretch it otherwise)."""
-    image = W.Image(format="png", layout=W.Layout(align_self="flex-start", width=width or "auto"))
+    image = W.Image(format="png", layout=W.Layout(align_self="flex-start", width=width or "auto", display="none"))
     image.add_class(css_class)
+    # hidden until it has a picture: an empty Image shows as a broken-image icon
+    image.observe(lambda change: setattr(image.layout, "display", "" if change["new"] else "none"), names="value")
     return image
 
 

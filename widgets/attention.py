@@ -42,10 +42,10 @@ class AttentionExplorer(W.VBox):
         self.token = W.ToggleButtons(options=[], description="word", style={"button_width": "auto"})
         self.row = W.IntSlider(value=grid // 2, min=0, max=grid - 1, description="patch row")
         self.col = W.IntSlider(value=grid // 2, min=0, max=grid - 1, description="patch col")
-        self.layer = W.Dropdown(options=layer_choices(config.num_hidden_layers, (("mean", None),)), value=None,
-                                description="layer", layout=W.Layout(width="13em"))
-        self.head = W.Dropdown(options=layer_choices(config.num_attention_heads, (("mean", None),)), value=None,
-                               description="head", layout=W.Layout(width="13em"))
+        self.layer = W.Dropdown(options=layer_choices(config.num_hidden_layers), value="mean", description="layer",
+                                layout=W.Layout(width="13em"))
+        self.head = W.Dropdown(options=layer_choices(config.num_attention_heads), value="mean", description="head",
+                               layout=W.Layout(width="13em"))
         self.opacity = W.FloatSlider(value=0.7, min=0.0, max=1.0, step=0.05, description="opacity",
                                      continuous_update=False)
         self.figure = picture("vle-attention")
@@ -84,7 +84,8 @@ class AttentionExplorer(W.VBox):
 
         if self._quiet or self.maps is None or self.token.value is None:
             return
-        layer, head = self.layer.value, self.head.value
+        # viz averages over what is None
+        layer, head = (None if v == "mean" else v for v in (self.layer.value, self.head.value))
         with timed(self.timings, "render"):
             try:
                 if self.direction.value == DIRECTIONS[0]:
