@@ -145,3 +145,13 @@ def test_real_key_sets_and_shapes_on_meta_device(name, cls):
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: v for k, v in SPEC[name]["keys"].items() if not k.endswith("position_ids")}
     assert ours == theirs
+
+
+def test_new_mlm_head_on_a_checkpoint_without_one_is_usable(tmp_path, config):
+    from vle import VLEForPretraining, VLEForVQA
+
+    VLEForVQA(config).save_pretrained(tmp_path)
+    model = VLEForPretraining.from_pretrained(tmp_path, init_new_head=True)
+    assert not any(p.is_meta for p in model.parameters())
+    logits = model(task="mlm", input_ids=torch.tensor([[1, 5, 2]]), pixel_values=torch.zeros(1, 3, 32, 32)).logits
+    assert torch.isfinite(logits).all()

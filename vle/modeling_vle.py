@@ -570,7 +570,10 @@ class _PretrainingHeads(_VLEHeadModel):
         super().tie_weights(*args, **kwargs)
         if "mlm" in self.heads:
             predictions = self.mlm_score[1].predictions
-            predictions.decoder.weight = self.vle.text_model.embeddings.word_embeddings.weight
+            words = self.vle.text_model.embeddings.word_embeddings.weight
+            if predictions.bias.is_meta:  # a new MLM head on a checkpoint without one: the loader leaves it unmade
+                predictions.bias = nn.Parameter(torch.zeros(predictions.bias.shape, dtype=words.dtype, device=words.device))
+            predictions.decoder.weight = words
             predictions.decoder.bias = predictions.bias
 
     def _itm(self, kwargs, labels) -> VLEHeadOutput:

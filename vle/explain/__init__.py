@@ -11,6 +11,7 @@
 """
 
 from .core import Explainer, explain
+from .faithfulness import perturbation_curve
 from .inputs import ExplainInputs, ImageFeatureCache, merge_words
 from .methods import METHODS, Attribution, Method, get_method, register
 from .recorder import Recorder, hook_count
@@ -21,5 +22,5 @@ from .wrapper import TargetForward
 __all__ = [
     "METHODS", "Attribution", "ExplainInputs", "Explainer", "Explanation", "ITMMatch", "ImageFeatureCache", "Method",
     "PBCPhrase", "Recorder", "Target", "TargetForward", "VCRChoice", "VCRContrast", "VQAAnswer", "VQAContrast",
-    "explain", "get_method", "hook_count", "merge_words", "register", "vqa_answer",
+    "explain", "get_method", "hook_count", "merge_words", "perturbation_curve", "register", "vqa_answer",
 ]

@@ -66,7 +66,7 @@ RECIPES = {
     )),
     # minutes on a laptop CPU: VQA from scratch, non-relational questions only
     "teaching": Recipe("teaching", (
-        Stage("vqa", 1200, 8e-4, 48, families=NONRELATIONAL_FAMILIES, inventory_share=0.25),
+        Stage("vqa", 1200, 8e-4, 48, families=NONRELATIONAL_FAMILIES, inventory_share=0.25, grounding_weight=1.0),
     ), pool_size=2000, hidden=96, layers={"vision": 2, "text": 1, "fusion": 2}),
     # seconds: for tests
     "smoke": Recipe("smoke", (
