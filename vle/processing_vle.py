@@ -28,6 +28,16 @@ class VLEProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """A folder, a hub id, or a model shipped inside this package by name (like the models)."""
+        from .hub import SHIPPED_DIR
+
+        name = pretrained_model_name_or_path
+        if isinstance(name, str) and "/" not in name and (SHIPPED_DIR / name / "processor_config.json").is_file():
+            name = str(SHIPPED_DIR / name)
+        return super().from_pretrained(name, *args, **kwargs)
+
     @property
     def image_size(self) -> int:
         crop = getattr(self.image_processor, "crop_size", None) or {}
