@@ -15,29 +15,16 @@ Usage: python benchmarks/bench_explain.py [--which tiny|base|both] [--repeats N]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import numpy as np
 import torch
 
-from bench_forward import base_config
+from bench_forward import base_config, median_time
 from vle import VLEForVQA
 from vle.explain import METHODS, ExplainInputs, ImageFeatureCache, Recorder, VQAAnswer, explain
 
 warnings.filterwarnings("ignore")
-
-
-def median_time(fn, repeats: int) -> float:
-    if repeats > 1:
-        fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_rss_growth(fn) -> float:

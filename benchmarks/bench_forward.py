@@ -28,15 +28,22 @@ def base_config(image_size: int, **overrides) -> VLEConfig:
     return VLEConfig(text_config=text, vision_config=vision, **overrides)
 
 
-def timed(fn, repeats: int) -> float:
-    with torch.inference_mode():
-        fn()  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+def median_time(fn, repeats: int, warmup: bool | None = None) -> float:
+    """Median seconds of ``repeats`` calls of ``fn``, after one warm-up call (by default when repeating)."""
+    if repeats > 1 if warmup is None else warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def timed(fn, repeats: int) -> float:
+    """``median_time`` of a forward without autograd, always warmed up."""
+    with torch.inference_mode():
+        return median_time(fn, repeats, warmup=True)
 
 
 def bench_vqa(repeats: int) -> None:

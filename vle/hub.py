@@ -15,14 +15,22 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
 
 
+def shipped_path(name) -> Path | None:
+    """The folder of the model shipped under ``name``, or None when ``name`` is not a shipped model."""
+    if not isinstance(name, str) or "/" in name:
+        return None
+    folder = SHIPPED_DIR / name
+    return folder if (folder / "config.json").is_file() else None
+
+
 def resolve_model_path(name_or_path) -> str:
     """A shipped name → its folder; a folder → itself (it must hold config.json); anything else → a hub id."""
     if isinstance(name_or_path, os.PathLike):
         name_or_path = os.fspath(name_or_path)
     if not isinstance(name_or_path, str):
         raise TypeError(f"expected a model name or folder, got {type(name_or_path).__name__}")
-    shipped = SHIPPED_DIR / name_or_path
-    if "/" not in name_or_path and (shipped / "config.json").is_file():
+    shipped = shipped_path(name_or_path)
+    if shipped is not None:
         return str(shipped)
     if os.path.isdir(name_or_path):
         if not os.path.isfile(os.path.join(name_or_path, "config.json")):

@@ -31,12 +31,10 @@ class VLEProcessor(ProcessorMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """A folder, a hub id, or a model shipped inside this package by name (like the models)."""
-        from .hub import SHIPPED_DIR
+        from .hub import shipped_path
 
-        name = pretrained_model_name_or_path
-        if isinstance(name, str) and "/" not in name and (SHIPPED_DIR / name / "processor_config.json").is_file():
-            name = str(SHIPPED_DIR / name)
-        return super().from_pretrained(name, *args, **kwargs)
+        shipped = shipped_path(pretrained_model_name_or_path)
+        return super().from_pretrained(str(shipped) if shipped else pretrained_model_name_or_path, *args, **kwargs)
 
     @property
     def image_size(self) -> int:

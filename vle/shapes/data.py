@@ -56,7 +56,7 @@ INVENTORY_QUESTIONS = {"what colors are there ?": "color", "what shapes are ther
 
 def evidence_patches(scene, evidence, patch_size: int = 16) -> np.ndarray:
     """(patches,) int64: 1 where one of the evidence objects covers the patch (PBC's rule), else 0."""
-    covered = np.zeros_like(object_patches(scene, 0, patch_size), dtype=bool)
+    covered = np.zeros(np.array(scene.masks[0].shape) // patch_size, dtype=bool)
     for index in evidence:
         covered |= object_patches(scene, index, patch_size)
     return covered.reshape(-1).astype(np.int64)
