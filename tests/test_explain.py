@@ -271,3 +271,15 @@ def test_raw_attention_options_and_maps(vqa, inputs):
     np.testing.assert_allclose(e.patch_scores.reshape(-1), e.metadata["text_to_image"][0, 2, 0, 1:], rtol=1e-6)
     with pytest.raises(ValueError, match="layer 5 is out of range"):
         explain(vqa, inputs, VQAAnswer(0), "raw_attention", layer=5)
+
+
+def test_lazy_maps_equal_the_eager_forward_maps(vqa, inputs):
+    """Without gradients the recorder keeps the fused kernels and computes maps on read; they are the eager maps."""
+    with Recorder(vqa) as lazy:
+        vqa(**inputs.model_inputs)
+    assert lazy.lazy
+    with torch.enable_grad(), Recorder(vqa, grads=True) as eager:
+        vqa(**inputs.model_inputs)
+    assert not eager.lazy and set(lazy.names()) == set(eager.names())
+    for name in eager.names():
+        torch.testing.assert_close(lazy[name], eager[name].detach(), atol=1e-5, rtol=1e-4)

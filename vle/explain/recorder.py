@@ -16,6 +16,11 @@ Names and shapes (``batch`` counts sequences: a VCR item with C choices is C seq
 The towers run only when the model computes image features itself: with ``image_features=`` given, no ``vision.*``
 entry appears. Gradients (``grads=True``) land in ``recorder.grads`` under the same names after ``backward()``.
 
+Without gradients, the CLIP and fusion maps are recorded as their factors (the projected queries and keys and the
+additive mask) and computed on first read, so the model keeps its fused attention kernel and a forward that records
+every map costs little more than a plain one. With ``grads=True`` (or ``detach=False``) the model runs its eager path
+and the maps are the tensors of the forward itself.
+
 Example:
     >>> import torch
     >>> from vle import VLEConfig, VLEForVQA
@@ -29,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import MutableMapping
 from typing import Iterable
 
 import torch
@@ -42,24 +48,72 @@ def base_model(model: nn.Module):
     return getattr(model, "base_vle", model)
 
 
-def _named_points(model: nn.Module, attentions: Iterable[str], hidden: bool):
-    """(name, module, kind) for every point to hook; kind says how to read the module's output."""
+def _named_points(model: nn.Module, attentions: Iterable[str], hidden: bool, lazy: bool):
+    """(name, module, kind) for every point to hook; kind says how to read the module's output (``lazy``: the
+    attention module itself, whose queries and keys are read from its projections)."""
     vle = base_model(model)
     points = []
     if "vision" in attentions:
         for i, layer in enumerate(vle.vision_model.vision_model.encoder.layers):
-            points.append((f"vision.{i}.attention", layer.self_attn, "pair"))
+            points.append((f"vision.{i}.attention", layer.self_attn, "clip" if lazy else "pair"))
     if "text" in attentions:
         for i, layer in enumerate(vle.text_model.encoder.layer):
             points.append((f"text.{i}.attention", layer.attention.self, "pair"))
     for stream, layers in (("text", vle.cross_modal_text_layers), ("image", vle.cross_modal_image_layers)):
         for i, layer in enumerate(layers):
             if "fusion" in attentions:
-                points.append((f"fusion.{stream}.{i}.self_attention", layer.attention.self.probs, "tensor"))
-                points.append((f"fusion.{stream}.{i}.cross_attention", layer.crossattention.self.probs, "tensor"))
+                for kind, block in (("self_attention", layer.attention.self), ("cross_attention", layer.crossattention.self)):
+                    points.append((f"fusion.{stream}.{i}.{kind}", block, "fusion") if lazy
+                                  else (f"fusion.{stream}.{i}.{kind}", block.probs, "tensor"))
             if hidden:
                 points.append((f"fusion.{stream}.{i}.hidden", layer, "first"))
     return points
+
+
+class LazyAttention:
+    """Attention probabilities kept as their factors and computed when first read:
+    softmax(scale · query @ keyᵀ + mask) over heads, exactly what the model's fused kernel computes internally."""
+
+    __slots__ = ("query", "key", "mask", "scale", "heads")
+
+    def __init__(self, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scale: float, heads: int):
+        self.query, self.key, self.mask, self.scale, self.heads = query, key, mask, scale, heads
+
+    def materialize(self) -> torch.Tensor:
+        def split(x):  # (batch, len, H) -> (batch, heads, len, head_dim)
+            return x.view(*x.shape[:2], self.heads, -1).transpose(1, 2)
+        scores = (split(self.query) * self.scale) @ split(self.key).transpose(-1, -2)
+        if self.mask is not None:
+            scores = scores + self.mask
+        return scores.softmax(dim=-1, dtype=torch.float32).to(self.query.dtype)
+
+
+class RecordedTensors(MutableMapping):
+    """The recorder's name → tensor mapping; lazily recorded attention maps are computed (once) when read."""
+
+    def __init__(self):
+        self._items: dict[str, torch.Tensor | LazyAttention] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        value = self._items[name]
+        if isinstance(value, LazyAttention):
+            value = self._items[name] = value.materialize()
+        return value
+
+    def __setitem__(self, name: str, value) -> None:
+        self._items[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name) -> bool:
+        return name in self._items
 
 
 def _force_attention_output(module, args, kwargs):
@@ -77,7 +131,8 @@ class Recorder:
     ``attentions``: which attention families to capture (``vision``, ``text``, ``fusion``). ``hidden``: also the
     fusion layer outputs. ``grads``: keep the gradient of every captured tensor (run the forward with gradients on and
     call ``backward``). ``only``: glob patterns of names to keep (e.g. ``"fusion.*"``), to save memory.
-    Inside the block the fusion layers and CLIP use their eager attention path, which materialises probabilities.
+    Without gradients the attention maps are computed when read (see the module doc); with ``grads=True`` the fusion
+    layers and CLIP use their eager attention path inside the block, which materialises probabilities in the graph.
     """
 
     def __init__(self, model: nn.Module, attentions: Iterable[str] = ATTENTION_KINDS, hidden: bool = False,
@@ -88,7 +143,8 @@ class Recorder:
         self.model, self.attentions, self.hidden, self.keep_grads = model, tuple(attentions), hidden, grads
         self.only = tuple(only) if only is not None else None
         self.detach = detach and not grads
-        self.tensors: dict[str, torch.Tensor] = {}
+        self.lazy = self.detach  # factors now, maps on read; a map in the autograd graph needs the eager path
+        self.tensors = RecordedTensors()
         self.grads: dict[str, torch.Tensor] = {}
         self._handles: list = []
         self._previous_eager = None
@@ -141,17 +197,44 @@ class Recorder:
                 self._store(name, output[1] if kind == "pair" else output[0])
         return read
 
+    def _hook_lazy(self, name: str, kind: str, module: nn.Module) -> None:
+        """Keep the projected queries and keys of ``module`` (CLIP attention or a fusion attention block) and, when it
+        returns, its additive mask: the factors of its attention map."""
+        if kind == "clip":
+            query_proj, key_proj, heads, scale = module.q_proj, module.k_proj, module.num_heads, module.scale
+        else:
+            query_proj, key_proj, heads = module.query, module.key, module.num_heads
+            scale = module.head_dim ** -0.5
+        factors: dict[str, torch.Tensor] = {}
+
+        def keep(slot):
+            def hook(_, __, output):
+                factors[slot] = output.detach()
+            return hook
+
+        def done(_, args, kwargs, output):
+            mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None) if kind == "clip" else \
+                kwargs.get("context_mask", args[2] if len(args) > 2 else None)
+            self.tensors[name] = LazyAttention(factors.pop("query"), factors.pop("key"),
+                                               None if mask is None else mask.detach(), scale, heads)
+
+        self._handles += [query_proj.register_forward_hook(keep("query")), key_proj.register_forward_hook(keep("key")),
+                          module.register_forward_hook(done, with_kwargs=True)]
+
     def __enter__(self) -> "Recorder":
         vle = base_model(self.model)
         self._previous_eager = vle.eager_attention
         try:
-            vle.eager_attention = True
-            for name, module, kind in _named_points(self.model, self.attentions, self.hidden):
+            vle.eager_attention = not self.lazy
+            for name, module, kind in _named_points(self.model, self.attentions, self.hidden, self.lazy):
                 if not self._wanted(name):
                     continue
                 if name.startswith("text."):
                     self._handles.append(module.register_forward_pre_hook(_force_attention_output, with_kwargs=True))
-                self._handles.append(module.register_forward_hook(self._hook(name, kind)))
+                if kind in ("clip", "fusion"):
+                    self._hook_lazy(name, kind, module)
+                else:
+                    self._handles.append(module.register_forward_hook(self._hook(name, kind)))
         except BaseException:
             self._release()
             raise
