@@ -6,8 +6,9 @@
 ``record`` is one forward inside a ``Recorder`` capturing every attention map (towers and fusion). Methods that need
 no gradient into the image tower are timed twice: cold (image tower included) and ``cached`` (a new question about
 the same image: the image features are reused). IG reports its peak resident memory growth (Linux) for two internal
-batch sizes on the tiny model. At the base shape, occlusion uses 6 × 6-patch windows (36 windows instead of 1296
-patches) and IG an internal batch of 2, so that it fits a 24 GB CPU machine.
+batch sizes on the tiny model, and its time and completeness delta under bfloat16 autocast next to float32. At the
+base shape, occlusion uses 6 × 6-patch windows (36 windows instead of 1296 patches) and IG an internal batch of 2, so
+that it fits a 24 GB CPU machine.
 
 Usage: python benchmarks/bench_explain.py [--which tiny|base|both] [--repeats N] [--threads T] [--methods a,b]
 """
@@ -99,6 +100,19 @@ def run(case, repeats: int, methods) -> None:
         if settings:
             line += f"   ({', '.join(f'{k}={v}' for k, v in settings.items())})"
         print(line, flush=True)
+        if name == "integrated_gradients":
+            print("  " + integrated_gradients_precisions(model, inputs, target, settings, plain, repeats), flush=True)
+
+
+def integrated_gradients_precisions(model, inputs, target, settings, plain, repeats) -> str:
+    """IG under bfloat16 autocast next to float32: time and the completeness delta of each."""
+    parts = []
+    for precision in ("float32", "bfloat16"):
+        run_ig = lambda: explain(model, inputs, target, "integrated_gradients", precision=precision, **settings)
+        seconds = median_time(run_ig, repeats) if precision == "bfloat16" else None
+        delta = run_ig().metadata["convergence_delta"]
+        parts.append(f"{precision}: delta {delta:.2g}" + (f", {seconds / plain:.2f} x" if seconds else ""))
+    return f"{'integrated_gradients precision':<34} " + "; ".join(parts)
 
 
 def main() -> None:

@@ -283,3 +283,14 @@ def test_lazy_maps_equal_the_eager_forward_maps(vqa, inputs):
     assert not eager.lazy and set(lazy.names()) == set(eager.names())
     for name in eager.names():
         torch.testing.assert_close(lazy[name], eager[name].detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_integrated_gradients_in_bfloat16_stays_close_to_float32(vqa, inputs):
+    target = VQAAnswer(1)
+    full = explain(vqa, inputs, target, "integrated_gradients", n_steps=16)
+    low = explain(vqa, inputs, target, "integrated_gradients", n_steps=16, precision="bfloat16")
+    assert low.metadata["precision"] == "bfloat16" and low.patch_scores.dtype == full.patch_scores.dtype
+    scale = np.abs(full.patch_scores).max()
+    assert np.abs(low.patch_scores - full.patch_scores).max() <= 0.1 * scale
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'half'"):
+        explain(vqa, inputs, target, "integrated_gradients", precision="half")

@@ -4,6 +4,10 @@ patch embeddings are zero) to the input, ``n_steps`` points evaluated ``internal
 memory is bounded by the batch size, not by the step count. Signed; the scores of a piece or patch are its
 attribution summed over channels, and the sum of all scores equals score(input) - score(baseline) up to the
 ``convergence_delta`` reported in the metadata. Box tokens (VCR) get no score of their own.
+
+``precision="bfloat16"`` runs the path under bfloat16 autocast (matrix products in bfloat16, reductions and
+normalisations in float32): about twice as fast at the vle-base shape on CPUs with bfloat16 matrix units, at the
+price of a larger convergence delta, which the metadata reports as always.
 """
 
 from __future__ import annotations
@@ -31,9 +35,14 @@ class IntegratedGradients(Method):
     heads = frozenset({"vqa", "itm", "pbc"})  # VCR fuses C sequences per image: Captum's layer batching does not fit
     signed = True
     needs_image_tower = True
-    options = {"n_steps": 32, "internal_batch_size": 8, "integration": "gausslegendre"}
+    options = {"n_steps": 32, "internal_batch_size": 8, "integration": "gausslegendre", "precision": "float32"}
+    precisions = {"float32": None, "bfloat16": torch.bfloat16}
 
     def attribute(self, model, inputs, target):
+        if self.settings["precision"] not in self.precisions:
+            raise ValueError(f"integrated_gradients precision must be one of {', '.join(self.precisions)}, "
+                             f"got {self.settings['precision']!r}")
+        low = self.precisions[self.settings["precision"]]
         vle = base_model(model)
         layers = [vle.text_model.embeddings.word_embeddings, vle.vision_model.vision_model.embeddings.patch_embedding]
         ids, pixels = inputs.model_inputs["input_ids"], inputs.model_inputs["pixel_values"]
@@ -42,18 +51,20 @@ class IntegratedGradients(Method):
         with warnings.catch_warnings():  # the two embedding layers are independent, as Captum asks
             warnings.filterwarnings("ignore", message="Multiple layers provided")
             ig = LayerIntegratedGradients(lambda i, p: forward(input_ids=i, pixel_values=p), layers)
-        with torch.enable_grad():
+        device = inputs.model_inputs["pixel_values"].device.type
+        with torch.enable_grad(), torch.autocast(device, dtype=low or torch.float32, enabled=low is not None):
             (text_attr, patch_attr), delta = ig.attribute(
                 (ids, pixels), baselines=(text_baseline(ids, inputs.special_ids, pad_id), torch.zeros_like(pixels)),
                 n_steps=self.settings["n_steps"], method=self.settings["integration"],
                 internal_batch_size=self.settings["internal_batch_size"], return_convergence_delta=True)
-        text = text_attr.detach()[0].sum(-1)  # (text_len,)
-        patches = patch_attr.detach()[0].sum(0).reshape(-1)  # (grid * grid,)
+        text = text_attr.detach()[0].float().sum(-1)  # (text_len,)
+        patches = patch_attr.detach()[0].float().sum(0).reshape(-1)  # (grid * grid,)
         image = torch.cat([patches, patches.new_zeros(inputs.n_boxes)])
         with torch.no_grad():
             logits = forward.logits()
         score = float(target.score(logits)[0])
         return Attribution(image.numpy(), text.numpy(), {
             "convergence_delta": float(delta.abs().max()), "n_steps": self.settings["n_steps"],
-            "internal_batch_size": self.settings["internal_batch_size"], "score_at_input": score,
+            "internal_batch_size": self.settings["internal_batch_size"], "precision": self.settings["precision"],
+            "score_at_input": score,
             "attribution_sum": float(text.sum() + patches.sum())}, logits)
