@@ -95,7 +95,11 @@ class VLESelfAttention(nn.Module):
         query, key, value = self._split(self.query(hidden)), self._split(self.key(context)), self._split(self.value(context))
         dropout = self.dropout_p if self.training else 0.0
         if eager:
-            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim) + context_mask
+            # scale the queries, not the (query_len, key_len) scores, and add the mask only where it masks something:
+            # at 1297 image tokens those two full-size passes cost more than the attention product itself
+            scores = (query * self.head_dim ** -0.5) @ key.transpose(-1, -2)
+            if bool(context_mask.ne(0).any()):
+                scores = scores + context_mask
             probs = self.probs(scores.softmax(dim=-1))  # (batch, heads, query_len, key_len)
             out = F.dropout(probs, dropout, self.training) @ value
         else:
