@@ -208,6 +208,7 @@ def test_unsupported_pairs_say_what_works(vqa, inputs, processor, image):
 
 
 def test_integrated_gradients_is_complete_within_its_delta(vqa, inputs):
+    from vle.explain.inputs import background_fill
     from vle.explain.methods.integrated_gradients import text_baseline
 
     target = VQAAnswer(1)
@@ -215,7 +216,7 @@ def test_integrated_gradients_is_complete_within_its_delta(vqa, inputs):
     ids, pixels = inputs.model_inputs["input_ids"], inputs.model_inputs["pixel_values"]
     with torch.no_grad():
         change = float(forward() - forward(input_ids=text_baseline(ids, inputs.special_ids, 0),
-                                           pixel_values=torch.zeros_like(pixels)))
+                                           pixel_values=background_fill(pixels)))
     deltas = []
     for steps, batch in ((8, 3), (32, 8)):
         e = explain(vqa, inputs, target, "integrated_gradients", n_steps=steps, internal_batch_size=batch)

@@ -116,3 +116,16 @@ def test_evidence_object_outranks_the_rest_for_relevance():
         inside = object_patches(scene, obj.index)
         wins.append(e.patch_scores[inside].mean() > e.patch_scores[~inside].mean())
     assert np.mean(wins) >= 0.8, wins
+
+
+def test_removed_patches_show_the_shapes_background():
+    """Perturbations and baselines fill with the image's median colour: in the shapes world, the background."""
+    from vle.explain.inputs import background_fill
+    from vle.shapes.data import ScenePool
+    from vle.shapes.world import BACKGROUND
+
+    pixels = normalize(ScenePool(1_000_003, 2).pixels)
+    fill = background_fill(pixels)
+    assert fill.shape == pixels.shape and torch.equal(fill[:, :, 0, 0], fill[:, :, -1, -1])
+    background = normalize(torch.full((1, 3, 1, 1), BACKGROUND, dtype=torch.uint8))[0, :, 0, 0]
+    torch.testing.assert_close(fill[:, :, 0, 0], background.expand(2, 3), atol=0.05, rtol=0)

@@ -3,7 +3,8 @@
 ``vle-workbench faithfulness [--seed S] [--n N] [--json]``: scenes ``S .. S+N-1`` (held-out seeds, as in
 ``vle-workbench evaluate``), one VQA question per scene, the model's own answer explained by every method.
 
-- Perturbation curves (Chefer et al. 2021): remove image patches (pixels set to the mean colour) or text tokens
+- Perturbation curves (Chefer et al. 2021): remove image patches (pixels set to the image's median colour,
+  ``inputs.background_fill``) or text tokens
   (dropped from the attention mask; special tokens stay) in order of relevance, most relevant first (``pos``) or
   least relevant first (``neg``), at fractions 0, 0.1, ..., 1; track the explained answer's probability and whether
   the model still answers correctly. The area under each curve is reported: lower ``pos`` and higher ``neg`` AUC
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..shapes.world import object_patches, patch_coverage
 from .core import explain
-from .inputs import ExplainInputs, ImageFeatureCache
+from .inputs import ExplainInputs, ImageFeatureCache, background_fill
 from .targets import vqa_answer
 from .wrapper import TargetForward
 
@@ -48,10 +49,12 @@ def perturbation_curve(model, inputs: ExplainInputs, target, scores: np.ndarray,
         grid, patch = model.config.patch_grid, model.config.patch_size
         ranked = removal_order(np.asarray(scores).reshape(-1), order)
         pixels = inputs.model_inputs["pixel_values"].repeat(len(fractions), 1, 1, 1)  # (fractions, 3, H, W)
+        fill = background_fill(pixels)
         for row, fraction in enumerate(fractions):
             for index in ranked[: int(round(fraction * len(ranked)))]:
                 r, c = divmod(int(index), grid)
-                pixels[row, :, r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = 0.0
+                window = (row, slice(None), slice(r * patch, (r + 1) * patch), slice(c * patch, (c + 1) * patch))
+                pixels[window] = fill[window]
         call = dict(pixel_values=pixels)
     elif modality == "text":
         ids = inputs.model_inputs["input_ids"][0].tolist()

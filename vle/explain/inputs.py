@@ -23,6 +23,14 @@ import torch
 _TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def background_fill(pixel_values: torch.Tensor) -> torch.Tensor:
+    """What removed pixels are set to: each image's per-channel median colour, spread over the image (same shape as
+    ``pixel_values``). In the shapes world that is the background, so a removed patch shows nothing; CLIP's mean
+    colour (zero after normalisation) would paint a dark grey square that the model can read as an object."""
+    median = pixel_values.flatten(2).median(dim=-1).values  # (batch, channels)
+    return median[..., None, None].expand_as(pixel_values).clone()
+
+
 @dataclass
 class ExplainInputs:
     model_inputs: dict  # input_ids, attention_mask, token_type_ids, pixel_values[, patch_ids, extend_token_type_ids]

@@ -1,7 +1,8 @@
 """Integrated gradients (Captum ``LayerIntegratedGradients``) on the token embeddings and the patch embeddings
-jointly: one path from a baseline (text pieces replaced by padding, special tokens kept; a mean-colour image, whose
-patch embeddings are zero) to the input, ``n_steps`` points evaluated ``internal_batch_size`` at a time, so peak
-memory is bounded by the batch size, not by the step count. Signed; the scores of a piece or patch are its
+jointly: one path from a baseline (text pieces replaced by padding, special tokens kept; a flat image of the input's
+median colour, ``background_fill``: the background in the shapes world, so only objects differ from the baseline) to
+the input, ``n_steps`` points evaluated ``internal_batch_size`` at a time, so peak memory is bounded by the batch size,
+not by the step count. Signed; the scores of a piece or patch are its
 attribution summed over channels, and the sum of all scores equals score(input) - score(baseline) up to the
 ``convergence_delta`` reported in the metadata. Box tokens (VCR) get no score of their own.
 
@@ -17,6 +18,7 @@ import warnings
 import torch
 from captum.attr import LayerIntegratedGradients
 
+from ..inputs import background_fill
 from ..recorder import base_model
 from ..wrapper import TargetForward
 from .base import Attribution, Method, register
@@ -54,7 +56,7 @@ class IntegratedGradients(Method):
         device = inputs.model_inputs["pixel_values"].device.type
         with torch.enable_grad(), torch.autocast(device, dtype=low or torch.float32, enabled=low is not None):
             (text_attr, patch_attr), delta = ig.attribute(
-                (ids, pixels), baselines=(text_baseline(ids, inputs.special_ids, pad_id), torch.zeros_like(pixels)),
+                (ids, pixels), baselines=(text_baseline(ids, inputs.special_ids, pad_id), background_fill(pixels)),
                 n_steps=self.settings["n_steps"], method=self.settings["integration"],
                 internal_batch_size=self.settings["internal_batch_size"], return_convergence_delta=True)
         text = text_attr.detach()[0].float().sum(-1)  # (text_len,)

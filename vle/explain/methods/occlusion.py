@@ -1,5 +1,5 @@
-"""Occlusion (Captum ``FeatureAblation``): hide one window of patches (pixels set to the mean colour, as MPC
-pretraining does) or one word (its pieces dropped from the attention mask) at a time and record how much the target
+"""Occlusion (Captum ``FeatureAblation``): hide one window of patches (pixels set to the image's median colour,
+``background_fill``, as the perturbation curves do) or one word (its pieces dropped from the attention mask) at a time and record how much the target
 score falls. Signed: a negative score means the target got stronger without it. A word's drop is shared evenly by
 its pieces, so word scores are the drops themselves. Box tokens get no score of their own.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from captum.attr import FeatureAblation
 
-from ..inputs import merge_words
+from ..inputs import background_fill, merge_words
 from ..wrapper import TargetForward
 from .base import Attribution, Method, register
 
@@ -53,7 +53,7 @@ class Occlusion(Method):
         keep = torch.ones(1, text_len)
         with torch.no_grad():
             image_attr, text_attr = FeatureAblation(lambda p, k: forward(pixel_values=p, text_keep=k)).attribute(
-                (pixels, keep), baselines=(0.0, 0.0), feature_mask=(image_mask, text_mask),
+                (pixels, keep), baselines=(background_fill(pixels), 0.0), feature_mask=(image_mask, text_mask),
                 perturbations_per_eval=int(self.settings["batch_size"]))
         cells = image_attr[0, 0, ::patch, ::patch]  # (grid, grid): every patch carries its window's drop
         image = torch.cat([cells.reshape(-1) / window ** 2, cells.new_zeros(inputs.n_boxes)])
