@@ -129,3 +129,16 @@ def test_removed_patches_show_the_shapes_background():
     assert fill.shape == pixels.shape and torch.equal(fill[:, :, 0, 0], fill[:, :, -1, -1])
     background = normalize(torch.full((1, 3, 1, 1), BACKGROUND, dtype=torch.uint8))[0, :, 0, 0]
     torch.testing.assert_close(fill[:, :, 0, 0], background.expand(2, 3), atol=0.05, rtol=0)
+
+
+@pytest.mark.skipif("vle-tiny-shapes-vqa" not in shipped_models(), reason="needs the shipped model")
+def test_integrated_gradients_warns_when_its_scores_do_not_add_up():
+    from vle.hub import resolve_model_path
+    from vle.processing_vle import VLEProcessor
+
+    path = resolve_model_path("vle-tiny-shapes-vqa")
+    model, processor = VLEForVQA.from_pretrained(path).eval(), VLEProcessor.from_pretrained(path)
+    inputs = ExplainInputs.build(processor, make_scene(1_000_003).image, "what shape is the red object ?")
+    with pytest.warns(UserWarning, match=r"convergence delta .* raise n_steps \(now 2\)"):
+        e = explain(model, inputs, VQAAnswer(0), "integrated_gradients", n_steps=2)
+    assert e.metadata["convergence_delta"] > 0.1 * abs(e.metadata["attribution_sum"])

@@ -65,8 +65,12 @@ class IntegratedGradients(Method):
         with torch.no_grad():
             logits = forward.logits()
         score = float(target.score(logits)[0])
+        total, gap = float(text.sum() + patches.sum()), float(delta.abs().max())
+        if gap > 0.1 * abs(total):
+            warnings.warn(f"integrated_gradients: convergence delta {gap:.3g} is {gap / max(abs(total), 1e-12):.0%} of "
+                          f"the attribution sum {total:.3g}; raise n_steps (now {self.settings['n_steps']}) for "
+                          "scores that add up", stacklevel=2)
         return Attribution(image.numpy(), text.numpy(), {
-            "convergence_delta": float(delta.abs().max()), "n_steps": self.settings["n_steps"],
+            "convergence_delta": gap, "n_steps": self.settings["n_steps"],
             "internal_batch_size": self.settings["internal_batch_size"], "precision": self.settings["precision"],
-            "score_at_input": score,
-            "attribution_sum": float(text.sum() + patches.sum())}, logits)
+            "score_at_input": score, "attribution_sum": total}, logits)
