@@ -98,15 +98,20 @@ def test_faithfulness_command_on_the_shipped_model(capsys):
         assert REQUIRED_KEYS <= set(results[name]), name
 
 
-@NOT_SHIPPED
-def test_evidence_object_outranks_the_rest_for_relevance():
-    """Scenes of three objects, each asked "what shape is the <colour> object ?": the asked object's patches carry
-    more co-attention relevance than the other patches, on most scenes (the interim model is not perfect)."""
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped VQA model and its processor, loaded once."""
     from vle.hub import resolve_model_path
     from vle.processing_vle import VLEProcessor
 
-    model = VLEForVQA.from_pretrained(SHIPPED_VQA).eval()
-    processor = VLEProcessor.from_pretrained(resolve_model_path(SHIPPED_VQA))
+    return VLEForVQA.from_pretrained(SHIPPED_VQA).eval(), VLEProcessor.from_pretrained(resolve_model_path(SHIPPED_VQA))
+
+
+@NOT_SHIPPED
+def test_evidence_object_outranks_the_rest_for_relevance(shipped):
+    """Scenes of three objects, each asked "what shape is the <colour> object ?": the asked object's patches carry
+    more co-attention relevance than the other patches, on most scenes (the interim model is not perfect)."""
+    model, processor = shipped
     wins = []
     for seed in range(1_000_100, 1_000_110):
         scene = make_scene(seed, min_objects=3, max_objects=3)
@@ -131,13 +136,9 @@ def test_removed_patches_show_the_shapes_background():
     torch.testing.assert_close(fill[:, :, 0, 0], background.expand(2, 3), atol=0.05, rtol=0)
 
 
-@pytest.mark.skipif("vle-tiny-shapes-vqa" not in shipped_models(), reason="needs the shipped model")
-def test_integrated_gradients_warns_when_its_scores_do_not_add_up():
-    from vle.hub import resolve_model_path
-    from vle.processing_vle import VLEProcessor
-
-    path = resolve_model_path("vle-tiny-shapes-vqa")
-    model, processor = VLEForVQA.from_pretrained(path).eval(), VLEProcessor.from_pretrained(path)
+@NOT_SHIPPED
+def test_integrated_gradients_warns_when_its_scores_do_not_add_up(shipped):
+    model, processor = shipped
     inputs = ExplainInputs.build(processor, make_scene(1_000_003).image, "what shape is the red object ?")
     with pytest.warns(UserWarning, match=r"convergence delta .* raise n_steps \(now 2\)"):
         e = explain(model, inputs, VQAAnswer(0), "integrated_gradients", n_steps=2)

@@ -68,6 +68,18 @@ class VLEHeadOutput(ModelOutput):
 # Fusion building blocks (BERT sub-block names, as in the checkpoints)
 
 
+def attention_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+                            scale: float) -> torch.Tensor:
+    """softmax(scale · query @ keyᵀ + mask) for (batch, heads, len, head_dim) queries and keys.
+
+    The queries are scaled, not the (query_len, key_len) scores, and the mask is added only where it masks something:
+    at 1297 image tokens those two full-size passes cost more than the attention product itself."""
+    scores = (query * scale) @ key.transpose(-1, -2)
+    if mask is not None and bool(mask.ne(0).any()):
+        scores = scores + mask
+    return scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+
+
 class AttentionProbs(nn.Identity):
     """A named point the attention probabilities pass through, so forward hooks can read (and grad hooks can reach)
     them without editing model code. Only used on the eager path."""
@@ -94,12 +106,7 @@ class VLESelfAttention(nn.Module):
         query, key, value = self._split(self.query(hidden)), self._split(self.key(context)), self._split(self.value(context))
         dropout = self.dropout_p if self.training else 0.0
         if eager:
-            # scale the queries, not the (query_len, key_len) scores, and add the mask only where it masks something:
-            # at 1297 image tokens those two full-size passes cost more than the attention product itself
-            scores = (query * self.head_dim ** -0.5) @ key.transpose(-1, -2)
-            if bool(context_mask.ne(0).any()):
-                scores = scores + context_mask
-            probs = self.probs(scores.softmax(dim=-1))  # (batch, heads, query_len, key_len)
+            probs = self.probs(attention_probabilities(query, key, context_mask, self.head_dim ** -0.5))
             out = F.dropout(probs, dropout, self.training) @ value
         else:
             probs = None

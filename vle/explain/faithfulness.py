@@ -4,11 +4,10 @@
 ``vle-workbench evaluate``), one VQA question per scene, the model's own answer explained by every method.
 
 - Perturbation curves (Chefer et al. 2021): remove image patches (pixels set to the image's median colour,
-  ``inputs.background_fill``) or text tokens
-  (dropped from the attention mask; special tokens stay) in order of relevance, most relevant first (``pos``) or
-  least relevant first (``neg``), at fractions 0, 0.1, ..., 1; track the explained answer's probability and whether
-  the model still answers correctly. The area under each curve is reported: lower ``pos`` and higher ``neg`` AUC
-  mean a more faithful method.
+  ``inputs.background_fill``) or text tokens (dropped from the attention mask; special tokens stay) in order of
+  relevance, most relevant first (``pos``) or least relevant first (``neg``), at fractions 0, 0.1, ..., 1; track the
+  explained answer's probability and whether the model still answers correctly. The area under each curve is
+  reported: lower ``pos`` and higher ``neg`` AUC mean a more faithful method.
 - Pointing game: the top patch lies on an evidence object (a patch it covers by at least a quarter).
 - Relevance mass: the share of positive patch relevance that falls inside the evidence masks (coverage-weighted).
 """
@@ -48,13 +47,13 @@ def perturbation_curve(model, inputs: ExplainInputs, target, scores: np.ndarray,
     if modality == "image":
         grid, patch = model.config.patch_grid, model.config.patch_size
         ranked = removal_order(np.asarray(scores).reshape(-1), order)
+        fill = background_fill(inputs.model_inputs["pixel_values"])[0]  # (3, H, W)
         pixels = inputs.model_inputs["pixel_values"].repeat(len(fractions), 1, 1, 1)  # (fractions, 3, H, W)
-        fill = background_fill(pixels)
         for row, fraction in enumerate(fractions):
             for index in ranked[: int(round(fraction * len(ranked)))]:
                 r, c = divmod(int(index), grid)
-                window = (row, slice(None), slice(r * patch, (r + 1) * patch), slice(c * patch, (c + 1) * patch))
-                pixels[window] = fill[window]
+                window = (slice(None), slice(r * patch, (r + 1) * patch), slice(c * patch, (c + 1) * patch))
+                pixels[(row, *window)] = fill[window]
         call = dict(pixel_values=pixels)
     elif modality == "text":
         ids = inputs.model_inputs["input_ids"][0].tolist()

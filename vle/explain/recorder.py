@@ -40,6 +40,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..modeling_vle import attention_probabilities
+
 ATTENTION_KINDS = ("vision", "text", "fusion")
 
 
@@ -82,10 +84,7 @@ class LazyAttention:
     def materialize(self) -> torch.Tensor:
         def split(x):  # (batch, len, H) -> (batch, heads, len, head_dim)
             return x.view(*x.shape[:2], self.heads, -1).transpose(1, 2)
-        scores = (split(self.query) * self.scale) @ split(self.key).transpose(-1, -2)
-        if self.mask is not None:
-            scores = scores + self.mask
-        return scores.softmax(dim=-1, dtype=torch.float32).to(self.query.dtype)
+        return attention_probabilities(split(self.query), split(self.key), self.mask, self.scale)
 
 
 class RecordedTensors(MutableMapping):
