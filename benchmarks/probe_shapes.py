@@ -22,8 +22,8 @@ import torch
 from vle import VLEForVQA
 from vle.processing_vle import VLEProcessor
 from vle.shapes import RELATIONAL_FAMILIES, world_corpus
-from vle.shapes.data import HELD_OUT_SEED, ScenePool, normalize
-from vle.shapes.evaluate import _vqa
+from vle.shapes.data import ScenePool, normalize
+from vle.shapes.evaluate import DEFAULT_SEED, _vqa
 
 
 def split_words(tokenizer) -> tuple[int, int, dict[str, list[str]]]:
@@ -49,7 +49,8 @@ def probe_r2(states: torch.Tensor, grid: int) -> tuple[float, float]:
 def patch_states(model: VLEForVQA, pixels: torch.Tensor, processor, batch_size: int = 64):
     """(vision tower output, fusion image stream output), each (scenes, patches, H), for a fixed question."""
     captured, tower, fused = {}, [], []
-    hook = model.vle.vision_model.register_forward_hook(lambda m, i, o: captured.__setitem__("v", o.last_hidden_state))
+    tower_hook = model.base_vle.vision_model.register_forward_hook(
+        lambda module, args, output: captured.__setitem__("v", output.last_hidden_state))
     try:
         for start in range(0, len(pixels), batch_size):
             chunk = pixels[start:start + batch_size]
@@ -60,7 +61,7 @@ def patch_states(model: VLEForVQA, pixels: torch.Tensor, processor, batch_size: 
             tower.append(captured["v"][:, 1:1 + patches])
             fused.append(out.vle_output.image_embeds[:, 1:1 + patches])
     finally:
-        hook.remove()
+        tower_hook.remove()
     return torch.cat(tower), torch.cat(fused)
 
 
@@ -81,7 +82,7 @@ def main() -> None:
     for word, pieces in list(split.items())[:8]:
         print(f"  {word!r} -> {pieces}")
 
-    train_pool, held_pool = ScenePool(0, args.n), ScenePool(HELD_OUT_SEED + 7, args.n)
+    train_pool, held_pool = ScenePool(0, args.n), ScenePool(DEFAULT_SEED, args.n)
     grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
     tower, fused = patch_states(model, held_pool.pixels, processor)
     print("position probes (R² of column, row):")
@@ -91,7 +92,7 @@ def main() -> None:
 
     with torch.no_grad():
         train_acc, _ = _vqa(model, processor, train_pool, 0, 64)
-        held_acc, _ = _vqa(model, processor, held_pool, HELD_OUT_SEED + 7, 64)
+        held_acc, _ = _vqa(model, processor, held_pool, DEFAULT_SEED, 64)
     print(f"fit: {'family':14s} {'train':>6s} {'held-out':>8s}")
     for family in sorted(held_acc, key=lambda f: (f in RELATIONAL_FAMILIES, f)):
         print(f"     {family:14s} {train_acc.get(family, float('nan')):6.3f} {held_acc[family]:8.3f}")

@@ -64,9 +64,10 @@ def _named_points(model: nn.Module, attentions: Iterable[str], hidden: bool, laz
     for stream, layers in (("text", vle.cross_modal_text_layers), ("image", vle.cross_modal_image_layers)):
         for i, layer in enumerate(layers):
             if "fusion" in attentions:
-                for kind, block in (("self_attention", layer.attention.self), ("cross_attention", layer.crossattention.self)):
-                    points.append((f"fusion.{stream}.{i}.{kind}", block, "fusion") if lazy
-                                  else (f"fusion.{stream}.{i}.{kind}", block.probs, "tensor"))
+                blocks = (("self_attention", layer.attention.self), ("cross_attention", layer.crossattention.self))
+                for kind, block in blocks:
+                    name = f"fusion.{stream}.{i}.{kind}"
+                    points.append((name, block, "fusion") if lazy else (name, block.probs, "tensor"))
             if hidden:
                 points.append((f"fusion.{stream}.{i}.hidden", layer, "first"))
     return points

@@ -1,7 +1,8 @@
 """Occlusion (Captum ``FeatureAblation``): hide one window of patches (pixels set to the image's median colour,
-``background_fill``, as the perturbation curves do) or one word (its pieces dropped from the attention mask) at a time and record how much the target
-score falls. Signed: a negative score means the target got stronger without it. A word's drop is shared evenly by
-its pieces, so word scores are the drops themselves. Box tokens get no score of their own.
+``background_fill``, as the perturbation curves do) or one word (its pieces dropped from the attention mask) at a
+time and record how much the target score falls. Signed: a negative score means the target got stronger without it. A
+word's drop is shared evenly by its pieces, so word scores are the drops themselves. Box tokens get no score of their
+own.
 """
 
 from __future__ import annotations
