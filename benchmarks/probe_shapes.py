@@ -6,6 +6,11 @@ Prints three things:
 - **position probes**: R² of a least-squares linear probe that reads a patch's column and row from its state, at the
   vision tower's output and at the last fusion layer's image stream (fit on 3/4 of the patches, scored on the rest).
   Left of / above need positions; an R² near 0 means a patch's state does not say where the patch is;
+- **relation chain**: for 'is the A object left of the B object ?', each link the answer needs, at each fusion layer
+  of the text stream: how much of its text→image attention the colour word A puts on object A's patches (best head;
+  the object's share of the patches is the floor), R² of linear probes reading object A's x from word A's state and
+  object B's x from word B's, and the accuracy of linear probes reading the answer from [word A, word B] and from the
+  text CLS that the VQA head sees. The first link that fails is where the relation is lost;
 - **fit**: VQA accuracy per family on training scenes and on held-out scenes. Equal numbers mean the model underfits
   (more capacity or a better signal helps), a gap means it memorises (more data helps).
 
@@ -23,7 +28,9 @@ from vle import VLEForVQA
 from vle.processing_vle import VLEProcessor
 from vle.shapes import RELATIONAL_FAMILIES, world_corpus
 from vle.shapes.data import ScenePool, normalize
+from vle.explain.recorder import Recorder
 from vle.shapes.evaluate import DEFAULT_SEED, _vqa
+from vle.shapes.world import object_patches
 
 
 def split_words(tokenizer) -> tuple[int, int, dict[str, list[str]]]:
@@ -32,18 +39,27 @@ def split_words(tokenizer) -> tuple[int, int, dict[str, list[str]]]:
     return len(words), len(split), split
 
 
-def probe_r2(states: torch.Tensor, grid: int) -> tuple[float, float]:
-    """R² of linear probes for (column, row) from patch states (scenes, patches, H), held-out quarter."""
-    x = states.reshape(-1, states.shape[-1]).double()
+def linear_probe(states: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Fit a ridge-regularised least-squares probe on the first 3/4 of the rows; its predictions on the last 1/4."""
+    x = states.reshape(len(target), -1).double()
     x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    y = target.double()
     cut = len(x) * 3 // 4
-    scores = []
-    for target in (torch.arange(grid * grid) % grid, torch.arange(grid * grid) // grid):
-        y = target.repeat(states.shape[0]).double()
-        weights = torch.linalg.lstsq(x[:cut], y[:cut, None]).solution
-        residual = (x[cut:] @ weights)[:, 0] - y[cut:]
-        scores.append(float(1 - residual.pow(2).mean() / y[cut:].var()))
-    return scores[0], scores[1]
+    gram = x[:cut].T @ x[:cut] + ridge * cut * torch.eye(x.shape[1], dtype=x.dtype)
+    weights = torch.linalg.solve(gram, x[:cut].T @ y[:cut])
+    return x[cut:] @ weights
+
+
+def probe_r2(states: torch.Tensor, target: torch.Tensor) -> float:
+    """Held-out R² of a linear probe reading ``target`` (rows,) from ``states`` (rows, ...)."""
+    held = target[len(target) * 3 // 4:].double()
+    return float(1 - (linear_probe(states, target) - held).pow(2).mean() / held.var())
+
+
+def probe_accuracy(states: torch.Tensor, labels: torch.Tensor) -> float:
+    """Held-out accuracy of a linear probe reading a yes/no ``labels`` (rows,) from ``states`` (rows, ...)."""
+    held = labels[len(labels) * 3 // 4:].bool()
+    return float(((linear_probe(states, labels.double() * 2 - 1) > 0) == held).double().mean())
 
 
 def patch_states(model: VLEForVQA, pixels: torch.Tensor, processor, batch_size: int = 64):
@@ -63,6 +79,40 @@ def patch_states(model: VLEForVQA, pixels: torch.Tensor, processor, batch_size: 
     finally:
         tower_hook.remove()
     return torch.cat(tower), torch.cat(fused)
+
+
+def relation_chain(model: VLEForVQA, pool: ScenePool, processor, patch_size: int) -> list[dict]:
+    """The links of 'is the A object left of the B object ?' at every fusion layer of the text stream (see the
+    module doc); A and B are the scene's first two objects (a scene's colours differ)."""
+    questions = [f"is the {s.objects[0].color} object left of the {s.objects[1].color} object ?" for s in pool.scenes]
+    batch = processor.tokenize(questions)
+    ids = batch["input_ids"]
+    color_ids = [processor.tokenizer.convert_tokens_to_ids(processor.tokenizer.tokenize(s.objects[k].color))
+                 for s in pool.scenes for k in (0, 1)]
+    if any(len(pieces) != 1 for pieces in color_ids):
+        raise ValueError("the relation chain probe needs colour words that are single tokens")
+    rows = torch.arange(len(questions))
+    word_a = (ids == torch.tensor(color_ids[0::2])[:, 0, None]).float().argmax(1)
+    word_b = (ids == torch.tensor(color_ids[1::2])[:, 0, None]).float().argmax(1)
+    x_a = torch.tensor([float(s.objects[0].center[0]) for s in pool.scenes])
+    x_b = torch.tensor([float(s.objects[1].center[0]) for s in pool.scenes])
+    patches_a = torch.from_numpy(np.stack([object_patches(s, 0, patch_size).reshape(-1) for s in pool.scenes]))
+    with Recorder(model, attentions=("fusion",), hidden=True, only=["fusion.text.*"]) as recorder, torch.no_grad():
+        model(**batch, pixel_values=normalize(pool.pixels))
+    links = []
+    for i in range(len(model.base_vle.cross_modal_text_layers)):
+        cross = recorder[f"fusion.text.{i}.cross_attention"][rows, :, word_a, 1:1 + patches_a.shape[1]]
+        hidden = recorder[f"fusion.text.{i}.hidden"]
+        links.append({
+            "layer": i,
+            "attention_on_a": float((cross * patches_a[:, None]).sum(-1).mean(0).max()),
+            "floor": float(patches_a.double().mean()),
+            "x_a_from_word_a": probe_r2(hidden[rows, word_a], x_a),
+            "x_b_from_word_b": probe_r2(hidden[rows, word_b], x_b),
+            "answer_from_words": probe_accuracy(torch.cat([hidden[rows, word_a], hidden[rows, word_b]], 1), x_a < x_b),
+            "answer_from_cls": probe_accuracy(hidden[:, 0], x_a < x_b),
+        })
+    return links
 
 
 def main() -> None:
@@ -86,9 +136,17 @@ def main() -> None:
     grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
     tower, fused = patch_states(model, held_pool.pixels, processor)
     print("position probes (R² of column, row):")
+    cells = torch.arange(grid * grid).repeat(len(tower))
     for name, states in (("vision tower output", tower), ("fusion image stream", fused)):
-        column, row = probe_r2(states, grid)
-        print(f"  {name:22s} {column:6.3f} {row:6.3f}")
+        flat = states.reshape(-1, states.shape[-1])
+        print(f"  {name:22s} {probe_r2(flat, cells % grid):6.3f} {probe_r2(flat, cells // grid):6.3f}")
+
+    print("relation chain ('is the A object left of the B object ?', fusion text stream):")
+    print(f"  {'layer':>5s} {'attention A→A':>13s} {'(floor)':>7s} {'R² x_A':>7s} {'R² x_B':>7s} "
+          f"{'answer from words':>17s} {'answer from CLS':>15s}")
+    for link in relation_chain(model, ScenePool(DEFAULT_SEED, 4 * args.n), processor, model.config.vision_config.patch_size):
+        print(f"  {link['layer']:5d} {link['attention_on_a']:13.3f} {link['floor']:7.3f} {link['x_a_from_word_a']:7.3f} "
+              f"{link['x_b_from_word_b']:7.3f} {link['answer_from_words']:17.3f} {link['answer_from_cls']:15.3f}")
 
     with torch.no_grad():
         train_acc, _ = _vqa(model, processor, train_pool, 0, 64)
