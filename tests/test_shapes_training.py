@@ -8,9 +8,12 @@ import torch
 from vle import VLEForPretraining, VLEForVQA
 from vle.hub import shipped_models
 from vle.shapes import ANSWERS, NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, make_scene, world_corpus
-from vle.shapes.data import PRETRAINING_TASKS, ScenePool, normalize, vcr_batch, vqa_batch
+from vle.explain.recorder import Recorder
+from vle.shapes.data import PRETRAINING_TASKS, ScenePool, color_words, normalize, vcr_batch, vqa_batch
 from vle.shapes.evaluate import SHIPPED, _vqa
-from vle.shapes.train import RECIPES, Stage, build_processor, shapes_config, train, train_stage
+from vle.shapes.train import (RECIPES, Stage, WordGrounding, _word_grounding_loss, add_sincos_positions,
+                              build_processor, shapes_config, sincos_positions, train, train_stage)
+from vle.shapes.world import object_patches
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,51 @@ def test_a_few_steps_lower_the_loss(processor, pool):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_color_words_name_their_objects(processor, pool):
+    index = np.array([0, 3])
+    questions = [f"is the {pool.scenes[0].objects[0].color} object left of the {pool.scenes[0].objects[1].color} "
+                 "object ?", "what color is the square ?"]
+    ids = processor.tokenize(questions)["input_ids"]
+    words = color_words(pool, processor, index, ids)
+    assert words["rows"].tolist() == [0, 0]  # the second question names no colour
+    for k, (row, column) in enumerate(zip(words["rows"].tolist(), words["columns"].tolist())):
+        obj = pool.scenes[0].objects[k]
+        assert processor.tokenizer.convert_ids_to_tokens(int(ids[row, column])) == "▁" + obj.color
+        assert words["patches"][k].tolist() == object_patches(pool.scenes[0], obj.index).reshape(-1).tolist()
+        assert words["centers"][k].tolist() == pytest.approx([c / 128 for c in obj.center])
+
+
+def test_sincos_positions_tell_every_patch_apart():
+    pattern = sincos_positions(8, 32)
+    assert pattern.shape == (64, 32)
+    assert torch.cdist(pattern, pattern).add(torch.eye(64)).min() > 0.1
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_positions(8, 30)
+
+
+def test_word_grounding_loss_trains_the_attention_onto_the_named_object(processor, pool):
+    torch.manual_seed(0)
+    model = VLEForVQA(shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)).train()
+    add_sincos_positions(model, 3.0)
+    probe = WordGrounding(32)
+    index = np.arange(12)
+    batch = vqa_batch(pool, processor, np.random.default_rng(0), index, families=["left_of"])
+    words = color_words(pool, processor, index, batch["input_ids"])
+    assert len(words["rows"]) >= 12
+    optimizer = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=3e-3)
+    masses = []
+    for _ in range(30):
+        with Recorder(model, attentions=("fusion",), hidden=True, only=["fusion.text.0.*"], detach=False) as rec:
+            model(**batch)
+        loss = _word_grounding_loss(probe, rec, words)
+        attention = rec["fusion.text.0.cross_attention"][words["rows"], 0, words["columns"], 1:65]
+        masses.append(float((attention * words["patches"]).sum(-1).mean().detach()))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert masses[0] < 0.1 and masses[-1] > 0.5  # from about the object's share of the patches
 
 
 def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatch):

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .tasks import (ANSWERS, MPC_CLASSES, caption_holds, make_caption, make_mpc, make_negative_caption, make_pbc,
                     make_vcr, make_vqa)
-from .world import make_scene, object_patches, patch_coverage
+from .world import COLORS, make_scene, object_patches, patch_coverage
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
@@ -90,6 +90,35 @@ def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWER
         batch["evidence_patches"] = torch.from_numpy(np.stack(
             [evidence_patches(pool.scenes[i], e, patch_size) for i, e in zip(index, evidence)]))
     return batch
+
+
+def color_words(pool: ScenePool, processor, index: np.ndarray, input_ids: torch.Tensor,
+                patch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Every colour word of a text batch and the object it names (a scene's colours differ), for the word-grounding
+    losses: ``rows`` and ``columns`` (n,) locate the words in ``input_ids``; ``patches`` (n, patches) is the object's
+    patch mask and ``centers`` (n, 2) its centre (x, y) in [0, 1]. Colours the scene lacks are skipped."""
+    tokenizer = processor.tokenizer
+    ids = {}
+    for color in COLORS:
+        pieces = tokenizer.tokenize(color)
+        if len(pieces) != 1:
+            raise ValueError(f"the word-grounding losses need single-token colour words; the tokenizer splits "
+                             f"{color!r} into {pieces}")
+        ids[tokenizer.convert_tokens_to_ids(pieces[0])] = color
+    rows, columns, patches, centers = [], [], [], []
+    for row, i in enumerate(index):
+        scene = pool.scenes[int(i)]
+        named = {o.color: o for o in scene.objects}
+        for column, token in enumerate(input_ids[row].tolist()):
+            obj = named.get(ids.get(token))
+            if obj is not None:
+                rows.append(row)
+                columns.append(column)
+                patches.append(object_patches(scene, obj.index, patch_size).reshape(-1))
+                centers.append(np.asarray(obj.center, dtype=np.float32) / scene.image_size)
+    return {"rows": torch.tensor(rows, dtype=torch.long), "columns": torch.tensor(columns, dtype=torch.long),
+            "patches": torch.from_numpy(np.stack(patches)) if patches else torch.zeros(0, 0, dtype=torch.bool),
+            "centers": torch.from_numpy(np.stack(centers)) if centers else torch.zeros(0, 2)}
 
 
 def _negative(pool: ScenePool, i: int, rng, hard_share: float) -> str:

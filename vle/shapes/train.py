@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..configuration_vle import VLEConfig
+from ..explain.recorder import Recorder
 from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
 from ..processing_vle import VLEProcessor
-from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, vcr_batch, vqa_batch
+from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, color_words, vcr_batch, vqa_batch
 from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, world_corpus
 
 IMAGE_SIZE, PATCH_SIZE = 128, 16
@@ -42,6 +43,11 @@ class Stage:
     # VQA: weight of an auxiliary grounding loss, a PBC head on the fused patches asked to mark the answer's evidence
     # objects. It only shapes training (the head is not shipped) and makes question-dependent families take off early.
     grounding_weight: float = 0.0
+    # VQA: weight of the word-grounding losses that relational questions need (see ``_word_grounding_loss``)
+    word_grounding_weight: float = 0.0
+    # scale of a 2-D sine-cosine pattern added to the vision position embeddings when the stage starts; without it
+    # the towers keep almost no trace of where a patch is (``benchmarks/probe_shapes.py``)
+    sincos_positions: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -135,21 +141,74 @@ def _grounding_head(stage: Stage, config: VLEConfig, out_dir: str) -> torch.nn.M
     return head
 
 
+def sincos_positions(grid: int, dim: int) -> torch.Tensor:
+    """(grid * grid, dim) 2-D sine-cosine position pattern, row-major: half the channels encode the row, half the
+    column, each at dim / 4 frequencies."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sine-cosine pattern needs a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+
+    def encode(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.reshape(-1, 1).double() * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
+def add_sincos_positions(model, scale: float) -> None:
+    """Add ``scale`` × the 2-D sine-cosine pattern to the patch position embeddings of the vision tower (not CLS)."""
+    embeddings = model.base_vle.vision_model.vision_model.embeddings
+    weight = embeddings.position_embedding.weight
+    grid = int(round((weight.shape[0] - 1) ** 0.5))
+    with torch.no_grad():
+        weight[1:] += scale * sincos_positions(grid, weight.shape[1]).to(weight.dtype)
+
+
+class WordGrounding(torch.nn.Module):
+    """Training-only probe of the word-grounding losses: reads an object's centre from its colour word's state."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.center = torch.nn.Linear(hidden_size, 2)
+
+
+def _word_grounding_loss(probe: WordGrounding, recorder, words: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The two links of a relational question that a VQA loss alone does not build (``benchmarks/probe_shapes.py``
+    shows both missing): in the first fusion layer, the first head of each colour word's text→image attention must
+    fall on the patches of the object of that colour (−log of the attention mass there), and the word's state after
+    that layer must say where the object is (10 × squared error of the centre, read by a linear probe)."""
+    if not len(words["rows"]):
+        return torch.zeros(())
+    rows, columns = words["rows"], words["columns"]
+    attention = recorder["fusion.text.0.cross_attention"][rows, 0, columns, 1:1 + words["patches"].shape[1]]
+    mass = (attention * words["patches"]).sum(-1)
+    centers = probe.center(recorder["fusion.text.0.hidden"][rows, columns])
+    return -torch.log(mass + 1e-4).mean() + 10 * F.mse_loss(centers, words["centers"] - 0.5)
+
+
 def _loss(stage: Stage, model, pool: ScenePool, processor, rng, step: int,
-          grounding: torch.nn.Module | None = None) -> tuple[torch.Tensor, str]:
+          grounding: torch.nn.Module | None = None, words: WordGrounding | None = None) -> tuple[torch.Tensor, str]:
     if stage.name.startswith("pretrained"):
         task = PRETRAINING_SCHEDULE[step % len(PRETRAINING_SCHEDULE)]
         batch = PRETRAINING_TASKS[task](pool, processor, rng, pool.sample(rng, stage.batch_size))
         return model(task=task, **batch).loss, task
     if stage.name.startswith("vqa"):
-        batch = vqa_batch(pool, processor, rng, pool.sample(rng, stage.batch_size), families=stage.families,
+        index = pool.sample(rng, stage.batch_size)
+        batch = vqa_batch(pool, processor, rng, index, families=stage.families,
                           inventory_share=stage.inventory_share, with_evidence=grounding is not None)
         evidence = batch.pop("evidence_patches", None)
-        out = model(**batch)
-        if grounding is None:
-            return out.loss, "vqa"
-        logits = grounding(out.vle_output.image_embeds[:, 1:1 + evidence.shape[1]])  # (batch, patches, 2)
-        return out.loss + stage.grounding_weight * F.cross_entropy(logits.reshape(-1, 2), evidence.reshape(-1)), "vqa"
+        if words is None:
+            out = model(**batch)
+            loss = out.loss
+        else:
+            with Recorder(model, attentions=("fusion",), hidden=True, only=["fusion.text.0.*"], detach=False) as rec:
+                out = model(**batch)
+            targets = color_words(pool, processor, index, batch["input_ids"])
+            loss = out.loss + stage.word_grounding_weight * _word_grounding_loss(words, rec, targets)
+        if grounding is not None:
+            logits = grounding(out.vle_output.image_embeds[:, 1:1 + evidence.shape[1]])  # (batch, patches, 2)
+            loss = loss + stage.grounding_weight * F.cross_entropy(logits.reshape(-1, 2), evidence.reshape(-1))
+        return loss, "vqa"
     task = "q2a" if stage.name == "vcr-q2a" else "qa2r"
     return model(**vcr_batch(pool, processor, rng, pool.sample(rng, stage.batch_size), task=task)).loss, task
 
@@ -169,8 +228,11 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
         return final  # finished earlier
     torch.manual_seed(seed)
     model = _model_for(stage, config, out_dir).train()
+    if stage.sincos_positions:
+        add_sincos_positions(model, stage.sincos_positions)  # a resumed run overwrites it with its saved state
     grounding = _grounding_head(stage, config, out_dir)
-    trained = torch.nn.ModuleList([model] + ([grounding] if grounding is not None else []))
+    words = WordGrounding(config.hidden_size) if stage.word_grounding_weight else None
+    trained = torch.nn.ModuleList([model] + [m for m in (grounding, words) if m is not None])
     optimizer = torch.optim.AdamW(trained.parameters(), lr=stage.lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, stage.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, stage.steps, warmup))
@@ -186,7 +248,7 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
     bar = tqdm(range(start, stage.steps), desc=f"train {stage.name}", initial=start, total=stage.steps)
     for step in bar:
         rng = np.random.default_rng([seed, step])  # the batch is a function of (seed, step): resumes exactly
-        loss, task = _loss(stage, model, pool, processor, rng, step, grounding)
+        loss, task = _loss(stage, model, pool, processor, rng, step, grounding, words)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
