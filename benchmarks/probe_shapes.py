@@ -144,9 +144,11 @@ def main() -> None:
     print("relation chain ('is the A object left of the B object ?', fusion text stream):")
     print(f"  {'layer':>5s} {'attention A→A':>13s} {'(floor)':>7s} {'R² x_A':>7s} {'R² x_B':>7s} "
           f"{'answer from words':>17s} {'answer from CLS':>15s}")
-    for link in relation_chain(model, ScenePool(DEFAULT_SEED, 4 * args.n), processor, model.config.vision_config.patch_size):
-        print(f"  {link['layer']:5d} {link['attention_on_a']:13.3f} {link['floor']:7.3f} {link['x_a_from_word_a']:7.3f} "
-              f"{link['x_b_from_word_b']:7.3f} {link['answer_from_words']:17.3f} {link['answer_from_cls']:15.3f}")
+    chain_pool = ScenePool(DEFAULT_SEED, 4 * args.n)
+    for link in relation_chain(model, chain_pool, processor, model.config.vision_config.patch_size):
+        print(f"  {link['layer']:5d} {link['attention_on_a']:13.3f} {link['floor']:7.3f} "
+              f"{link['x_a_from_word_a']:7.3f} {link['x_b_from_word_b']:7.3f} {link['answer_from_words']:17.3f} "
+              f"{link['answer_from_cls']:15.3f}")
 
     with torch.no_grad():
         train_acc, _ = _vqa(model, processor, train_pool, 0, 64)
