@@ -27,10 +27,9 @@ import torch
 from vle import VLEForVQA
 from vle.processing_vle import VLEProcessor
 from vle.shapes import RELATIONAL_FAMILIES, world_corpus
-from vle.shapes.data import ScenePool, normalize
+from vle.shapes.data import ScenePool, color_token_ids, color_words, normalize
 from vle.explain.recorder import Recorder
 from vle.shapes.evaluate import DEFAULT_SEED, _vqa
-from vle.shapes.world import object_patches
 
 
 def split_words(tokenizer) -> tuple[int, int, dict[str, list[str]]]:
@@ -86,17 +85,13 @@ def relation_chain(model: VLEForVQA, pool: ScenePool, processor, patch_size: int
     module doc); A and B are the scene's first two objects (a scene's colours differ)."""
     questions = [f"is the {s.objects[0].color} object left of the {s.objects[1].color} object ?" for s in pool.scenes]
     batch = processor.tokenize(questions)
-    ids = batch["input_ids"]
-    color_ids = [processor.tokenizer.convert_tokens_to_ids(processor.tokenizer.tokenize(s.objects[k].color))
-                 for s in pool.scenes for k in (0, 1)]
-    if any(len(pieces) != 1 for pieces in color_ids):
-        raise ValueError("the relation chain probe needs colour words that are single tokens")
+    words = color_words(pool, color_token_ids(processor.tokenizer), np.arange(len(pool)), batch["input_ids"],
+                        patch_size)
     rows = torch.arange(len(questions))
-    word_a = (ids == torch.tensor(color_ids[0::2])[:, 0, None]).float().argmax(1)
-    word_b = (ids == torch.tensor(color_ids[1::2])[:, 0, None]).float().argmax(1)
-    x_a = torch.tensor([float(s.objects[0].center[0]) for s in pool.scenes])
-    x_b = torch.tensor([float(s.objects[1].center[0]) for s in pool.scenes])
-    patches_a = torch.from_numpy(np.stack([object_patches(s, 0, patch_size).reshape(-1) for s in pool.scenes]))
+    assert words["rows"].tolist() == rows.repeat_interleave(2).tolist(), "every question names two colours"
+    word_a, word_b = words["columns"][0::2], words["columns"][1::2]
+    x_a, x_b = words["centers"][0::2, 0], words["centers"][1::2, 0]
+    patches_a = words["patches"][0::2]
     with Recorder(model, attentions=("fusion",), hidden=True, only=["fusion.text.*"]) as recorder, torch.no_grad():
         model(**batch, pixel_values=normalize(pool.pixels))
     links = []

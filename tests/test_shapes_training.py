@@ -9,7 +9,8 @@ from vle import VLEForPretraining, VLEForVQA
 from vle.hub import shipped_models
 from vle.shapes import ANSWERS, NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, make_scene, world_corpus
 from vle.explain.recorder import Recorder
-from vle.shapes.data import PRETRAINING_TASKS, ScenePool, color_words, normalize, vcr_batch, vqa_batch
+from vle.shapes.data import (PRETRAINING_TASKS, ScenePool, color_token_ids, color_words, normalize, vcr_batch,
+                             vqa_batch)
 from vle.shapes.evaluate import SHIPPED, _vqa
 from vle.shapes.train import (RECIPES, Stage, WordGrounding, _word_grounding_loss, add_sincos_positions,
                               build_processor, shapes_config, sincos_positions, train, train_stage)
@@ -75,7 +76,7 @@ def test_color_words_name_their_objects(processor, pool):
     questions = [f"is the {pool.scenes[0].objects[0].color} object left of the {pool.scenes[0].objects[1].color} "
                  "object ?", "what color is the square ?"]
     ids = processor.tokenize(questions)["input_ids"]
-    words = color_words(pool, processor, index, ids)
+    words = color_words(pool, color_token_ids(processor.tokenizer), index, ids)
     assert words["rows"].tolist() == [0, 0]  # the second question names no colour
     for k, (row, column) in enumerate(zip(words["rows"].tolist(), words["columns"].tolist())):
         obj = pool.scenes[0].objects[k]
@@ -96,10 +97,10 @@ def test_word_grounding_loss_trains_the_attention_onto_the_named_object(processo
     torch.manual_seed(0)
     model = VLEForVQA(shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)).train()
     add_sincos_positions(model, 3.0)
-    probe = WordGrounding(32)
+    probe = WordGrounding(32, processor.tokenizer)
     index = np.arange(12)
     batch = vqa_batch(pool, processor, np.random.default_rng(0), index, families=["left_of"])
-    words = color_words(pool, processor, index, batch["input_ids"])
+    words = color_words(pool, probe.color_ids, index, batch["input_ids"])
     assert len(words["rows"]) >= 12
     optimizer = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=3e-3)
     masses = []
@@ -142,7 +143,6 @@ def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatc
 
 def test_evidence_patches_mark_the_objects_an_answer_depends_on(processor, pool):
     from vle.shapes.data import evidence_patches
-    from vle.shapes.world import object_patches
 
     batch = vqa_batch(pool, processor, np.random.default_rng(3), np.arange(6), with_evidence=True)
     assert batch["evidence_patches"].shape == (6, 64)

@@ -92,25 +92,29 @@ def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWER
     return batch
 
 
-def color_words(pool: ScenePool, processor, index: np.ndarray, input_ids: torch.Tensor,
-                patch_size: int = 16) -> dict[str, torch.Tensor]:
-    """Every colour word of a text batch and the object it names (a scene's colours differ), for the word-grounding
-    losses: ``rows`` and ``columns`` (n,) locate the words in ``input_ids``; ``patches`` (n, patches) is the object's
-    patch mask and ``centers`` (n, 2) its centre (x, y) in [0, 1]. Colours the scene lacks are skipped."""
-    tokenizer = processor.tokenizer
+def color_token_ids(tokenizer) -> dict[int, str]:
+    """Token id → colour for the world's colour words, which must each be one token."""
     ids = {}
     for color in COLORS:
         pieces = tokenizer.tokenize(color)
         if len(pieces) != 1:
-            raise ValueError(f"the word-grounding losses need single-token colour words; the tokenizer splits "
-                             f"{color!r} into {pieces}")
+            raise ValueError(f"colour words must be single tokens; the tokenizer splits {color!r} into {pieces}")
         ids[tokenizer.convert_tokens_to_ids(pieces[0])] = color
+    return ids
+
+
+def color_words(pool: ScenePool, color_ids: dict[int, str], index: np.ndarray, input_ids: torch.Tensor,
+                patch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Every colour word of a text batch (``color_ids`` from ``color_token_ids``) and the object it names (a scene's
+    colours differ): ``rows`` and ``columns`` (n,) locate the words in ``input_ids``, row by row and left to right;
+    ``patches`` (n, patches) is the object's patch mask and ``centers`` (n, 2) its centre (x, y) in [0, 1]. Colours
+    the scene lacks are skipped."""
     rows, columns, patches, centers = [], [], [], []
     for row, i in enumerate(index):
         scene = pool.scenes[int(i)]
         named = {o.color: o for o in scene.objects}
         for column, token in enumerate(input_ids[row].tolist()):
-            obj = named.get(ids.get(token))
+            obj = named.get(color_ids.get(token))
             if obj is not None:
                 rows.append(row)
                 columns.append(column)

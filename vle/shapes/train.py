@@ -23,7 +23,7 @@ from ..configuration_vle import VLEConfig
 from ..explain.recorder import Recorder
 from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
 from ..processing_vle import VLEProcessor
-from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, color_words, vcr_batch, vqa_batch
+from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, color_token_ids, color_words, vcr_batch, vqa_batch
 from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, world_corpus
 
 IMAGE_SIZE, PATCH_SIZE = 128, 16
@@ -165,11 +165,13 @@ def add_sincos_positions(model, scale: float) -> None:
 
 
 class WordGrounding(torch.nn.Module):
-    """Training-only probe of the word-grounding losses: reads an object's centre from its colour word's state."""
+    """Training-only part of the word-grounding losses: the linear probe that reads an object's centre from its colour
+    word's state, and the tokenizer's colour word ids (looked up once, not every step)."""
 
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, tokenizer):
         super().__init__()
         self.center = torch.nn.Linear(hidden_size, 2)
+        self.color_ids = color_token_ids(tokenizer)
 
 
 def _word_grounding_loss(probe: WordGrounding, recorder, words: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -203,7 +205,7 @@ def _loss(stage: Stage, model, pool: ScenePool, processor, rng, step: int,
         else:
             with Recorder(model, attentions=("fusion",), hidden=True, only=["fusion.text.0.*"], detach=False) as rec:
                 out = model(**batch)
-            targets = color_words(pool, processor, index, batch["input_ids"])
+            targets = color_words(pool, words.color_ids, index, batch["input_ids"])
             loss = out.loss + stage.word_grounding_weight * _word_grounding_loss(words, rec, targets)
         if grounding is not None:
             logits = grounding(out.vle_output.image_embeds[:, 1:1 + evidence.shape[1]])  # (batch, patches, 2)
@@ -231,7 +233,7 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
     if stage.sincos_positions:
         add_sincos_positions(model, stage.sincos_positions)  # a resumed run overwrites it with its saved state
     grounding = _grounding_head(stage, config, out_dir)
-    words = WordGrounding(config.hidden_size) if stage.word_grounding_weight else None
+    words = WordGrounding(config.hidden_size, processor.tokenizer) if stage.word_grounding_weight else None
     trained = torch.nn.ModuleList([model] + [m for m in (grounding, words) if m is not None])
     optimizer = torch.optim.AdamW(trained.parameters(), lr=stage.lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, stage.steps // 20)
