@@ -141,6 +141,23 @@ def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatc
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_one_task_can_be_trained_in_several_stages(tmp_path, processor, pool):
+    config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
+    first = Stage("vqa-relations", 3, 1e-3, 4, families=("left_of", "above"), word_grounding_weight=1.0)
+    then = Stage("vqa", 3, 1e-3, 4, init_from="vqa-relations")
+    assert (first.task, then.task, Stage("vcr-q2a-long", 1, 1e-3, 2).task) == ("vqa", "vqa", "vcr-q2a")
+    train_stage(first, config, pool, processor, str(tmp_path))
+    relations = VLEForVQA.from_pretrained(str(tmp_path / "vqa-relations"))
+    final = VLEForVQA.from_pretrained(train_stage(then, config, pool, processor, str(tmp_path)))
+    # three Adam steps at 1e-3 move each weight by at most about 3e-3: the second stage went on from the first
+    drift = max((weight - relations.state_dict()[name]).abs().max().item()
+                for name, weight in final.state_dict().items())
+    assert 0 < drift < 0.01
+    assert final.config.id2label == relations.config.id2label
+    with pytest.raises(ValueError, match="'caption'"):
+        Stage("caption", 1, 1e-3, 2).task
+
+
 def test_evidence_patches_mark_the_objects_an_answer_depends_on(processor, pool):
     from vle.shapes.data import evidence_patches
 

@@ -49,6 +49,15 @@ class Stage:
     # the towers keep almost no trace of where a patch is (``benchmarks/probe_shapes.py``)
     sincos_positions: float = 0.0
 
+    @property
+    def task(self) -> str:
+        """What the stage trains: ``pretrained``, ``vqa``, ``vcr-q2a`` or ``vcr-qa2r``; a stage name may add a suffix
+        (``vqa-relations``, ``pretrained-continued``) so that one task can be trained in several stages."""
+        for task in ("pretrained", "vqa", "vcr-q2a", "vcr-qa2r"):
+            if self.name == task or self.name.startswith(task + "-"):
+                return task
+        raise ValueError(f"stage {self.name!r} names no task: it must start with pretrained, vqa, vcr-q2a or vcr-qa2r")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -118,7 +127,7 @@ def build_processor(out_dir: str, seed: int = 0) -> VLEProcessor:
 
 def _model_for(stage: Stage, config: VLEConfig, out_dir: str):
     cls = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vcr-q2a": VLEForVCRQ2A,
-           "vcr-qa2r": VLEForVCRQA2R}[stage.name.removesuffix("-continued")]
+           "vcr-qa2r": VLEForVCRQA2R}[stage.task]
     if stage.init_from:
         return cls.from_pretrained(os.path.join(out_dir, stage.init_from), init_new_head=True)
     return cls(config)
@@ -190,11 +199,11 @@ def _word_grounding_loss(probe: WordGrounding, recorder, words: dict[str, torch.
 
 def _loss(stage: Stage, model, pool: ScenePool, processor, rng, step: int,
           grounding: torch.nn.Module | None = None, words: WordGrounding | None = None) -> tuple[torch.Tensor, str]:
-    if stage.name.startswith("pretrained"):
+    if stage.task == "pretrained":
         task = PRETRAINING_SCHEDULE[step % len(PRETRAINING_SCHEDULE)]
         batch = PRETRAINING_TASKS[task](pool, processor, rng, pool.sample(rng, stage.batch_size))
         return model(task=task, **batch).loss, task
-    if stage.name.startswith("vqa"):
+    if stage.task == "vqa":
         index = pool.sample(rng, stage.batch_size)
         batch = vqa_batch(pool, processor, rng, index, families=stage.families,
                           inventory_share=stage.inventory_share, with_evidence=grounding is not None)
@@ -211,7 +220,7 @@ def _loss(stage: Stage, model, pool: ScenePool, processor, rng, step: int,
             logits = grounding(out.vle_output.image_embeds[:, 1:1 + evidence.shape[1]])  # (batch, patches, 2)
             loss = loss + stage.grounding_weight * F.cross_entropy(logits.reshape(-1, 2), evidence.reshape(-1))
         return loss, "vqa"
-    task = "q2a" if stage.name == "vcr-q2a" else "qa2r"
+    task = "q2a" if stage.task == "vcr-q2a" else "qa2r"
     return model(**vcr_batch(pool, processor, rng, pool.sample(rng, stage.batch_size), task=task)).loss, task
 
 
