@@ -29,6 +29,8 @@ from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, world_corpus
 IMAGE_SIZE, PATCH_SIZE = 128, 16
 # ITM (one swapped word decides the label) is the slowest objective to take off: it gets two turns in five
 PRETRAINING_SCHEDULE = ("itm", "pbc", "mlm", "itm", "mpc")
+# the tasks a stage can train, and the model class of each
+TASK_MODELS = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vcr-q2a": VLEForVCRQ2A, "vcr-qa2r": VLEForVCRQA2R}
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,10 @@ class Stage:
     def task(self) -> str:
         """What the stage trains: ``pretrained``, ``vqa``, ``vcr-q2a`` or ``vcr-qa2r``; a stage name may add a suffix
         (``vqa-relations``, ``pretrained-continued``) so that one task can be trained in several stages."""
-        for task in ("pretrained", "vqa", "vcr-q2a", "vcr-qa2r"):
+        for task in TASK_MODELS:
             if self.name == task or self.name.startswith(task + "-"):
                 return task
-        raise ValueError(f"stage {self.name!r} names no task: it must start with pretrained, vqa, vcr-q2a or vcr-qa2r")
+        raise ValueError(f"stage {self.name!r} names no task: it must start with {', '.join(TASK_MODELS)}")
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,7 @@ def build_processor(out_dir: str, seed: int = 0) -> VLEProcessor:
 
 
 def _model_for(stage: Stage, config: VLEConfig, out_dir: str):
-    cls = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vcr-q2a": VLEForVCRQ2A,
-           "vcr-qa2r": VLEForVCRQA2R}[stage.task]
+    cls = TASK_MODELS[stage.task]
     if stage.init_from:
         return cls.from_pretrained(os.path.join(out_dir, stage.init_from), init_new_head=True)
     return cls(config)
