@@ -12,7 +12,7 @@ from vle.explain.recorder import Recorder
 from vle.shapes.data import (PRETRAINING_TASKS, ScenePool, color_token_ids, color_words, normalize, vcr_batch,
                              vqa_batch)
 from vle.shapes.evaluate import SHIPPED, _vqa
-from vle.shapes.train import (RECIPES, Stage, WordGrounding, _word_grounding_loss, add_sincos_positions,
+from vle.shapes.train import (RECIPES, Stage, WordGrounding, _relation_loss, _word_grounding_loss, add_sincos_positions,
                               build_processor, shapes_config, sincos_positions, train, train_stage)
 from vle.shapes.world import object_patches
 
@@ -116,6 +116,29 @@ def test_word_grounding_loss_trains_the_attention_onto_the_named_object(processo
     assert masses[0] < 0.1 and masses[-1] > 0.5  # from about the object's share of the patches
 
 
+def test_relation_loss_reads_the_offset_of_the_first_named_object_from_the_second(processor):
+    probe = WordGrounding(4, processor.tokenizer)
+    torch.nn.init.zeros_(probe.relation.weight)
+    torch.nn.init.zeros_(probe.relation.bias)
+    centers = torch.tensor([[0.1, 0.2], [0.7, 0.4], [0.5, 0.5], [0.9, 0.1], [0.3, 0.3], [0.0, 0.0]])
+    # row 0 names two objects, row 1 one (no pair), row 2 three (the first two make the pair)
+    words = {"rows": torch.tensor([0, 0, 1, 2, 2, 2]), "centers": centers}
+    pooled = torch.randn(3, 8)
+    offsets = torch.stack([centers[0] - centers[1], centers[3] - centers[4]])
+    torch.testing.assert_close(_relation_loss(probe, pooled, words), 10 * offsets.pow(2).mean())
+    # a probe that reads the offsets exactly has no loss
+    probe.relation.bias.data = torch.tensor([1.0, 0.0])
+    probe.relation.weight.data[:, 0] = torch.tensor([0.0, 1.0])
+    pooled = torch.zeros(3, 8)
+    pooled[:, 0] = torch.tensor([offsets[0, 1], 0.0, offsets[1, 1]])
+    words["centers"] = centers.clone()
+    words["centers"][[0, 3], 0] = centers[[1, 4], 0] + 1.0  # x offsets of 1, matching the bias
+    assert float(_relation_loss(probe, pooled, words)) < 1e-10
+    assert float(_relation_loss(probe, pooled, {"rows": torch.tensor([0, 1]), "centers": centers[:2]})) == 0
+    with pytest.raises(ValueError, match="word_grounding_weight"):
+        Stage("vqa", 1, 1e-3, 2, relation_weight=1.0)
+
+
 def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatch):
     import vle.shapes.train as training
 
@@ -143,7 +166,8 @@ def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatc
 
 def test_one_task_can_be_trained_in_several_stages(tmp_path, processor, pool):
     config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
-    first = Stage("vqa-relations", 3, 1e-3, 4, families=("left_of", "above"), word_grounding_weight=1.0)
+    first = Stage("vqa-relations", 3, 1e-3, 4, families=("left_of", "above"), word_grounding_weight=1.0,
+                  relation_weight=1.0)
     then = Stage("vqa", 3, 1e-3, 4, init_from="vqa-relations")
     assert (first.task, then.task, Stage("vcr-q2a-long", 1, 1e-3, 2).task) == ("vqa", "vqa", "vcr-q2a")
     train_stage(first, config, pool, processor, str(tmp_path))
