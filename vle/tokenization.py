@@ -20,7 +20,8 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP
                   "bos_token": "[CLS]", "eos_token": "[SEP]", "mask_token": "[MASK]"}
 
 
-def train_sentencepiece(sentences: Iterable[str], out_dir: str, vocab_size: int = 256, seed: int = 0):
+def train_sentencepiece(sentences: Iterable[str], out_dir: str, vocab_size: int = 256, seed: int = 0,
+                        model_type: str = "unigram"):
     """Train a unigram SentencePiece model on ``sentences`` and write ``spm.model`` plus the tokenizer files of the
     hfl checkpoints into ``out_dir``; returns the loaded DebertaV2Tokenizer. Deterministic for the same input."""
     import sentencepiece as spm
@@ -29,7 +30,7 @@ def train_sentencepiece(sentences: Iterable[str], out_dir: str, vocab_size: int 
     os.makedirs(out_dir, exist_ok=True)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(list(sentences)), model_writer=model, vocab_size=vocab_size, model_type="unigram",
+        sentence_iterator=iter(list(sentences)), model_writer=model, vocab_size=vocab_size, model_type=model_type,
         pad_id=0, pad_piece="[PAD]", bos_id=1, bos_piece="[CLS]", eos_id=2, eos_piece="[SEP]", unk_id=3,
         unk_piece="[UNK]", character_coverage=1.0, num_threads=1, hard_vocab_limit=False,
         minloglevel=2,

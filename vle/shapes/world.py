@@ -125,6 +125,46 @@ def object_patches(scene: Scene, index: int, patch_size: int = 16, threshold: fl
     return hit
 
 
+def patch_attributes(scene: Scene, patch_size: int = 16) -> dict[str, np.ndarray]:
+    """What each patch shows, row-major (``grid * grid`` entries): a dense ground truth for training the image tower.
+
+    ``color``, ``shape`` and ``size`` are 1 + the index of the covering object's value in ``COLORS`` / ``SHAPES`` /
+    ``SIZES`` (0: no object). A patch is covered as in ``object_patches``; where two objects cover it, the one with
+    more pixels there wins, and the patch that holds an object's centre always shows that object. ``center`` is 1 on
+    the patch that holds an object's centre pixel (one patch per object, so objects can be counted), and ``position``
+    (grid², 2) is the covering object's centre (x, y) / image size (0 where no object).
+
+    >>> truth = patch_attributes(make_scene(3))
+    >>> int(truth["center"].sum()) == len(make_scene(3).objects), truth["position"].shape
+    (True, (64, 2))
+    """
+    size = scene.image_size
+    if size % patch_size:
+        raise ValueError(f"image size {size} is not divisible into {patch_size}px patches")
+    grid = size // patch_size
+    best = np.zeros(grid * grid)  # coverage of the object shown so far
+    truth = {"color": np.zeros(grid * grid, np.int64), "shape": np.zeros(grid * grid, np.int64),
+             "size": np.zeros(grid * grid, np.int64), "center": np.zeros(grid * grid, np.int64),
+             "position": np.zeros((grid * grid, 2), np.float32)}
+
+    def show(patches: np.ndarray, o: ShapeObject) -> None:
+        truth["color"][patches] = 1 + list(COLORS).index(o.color)
+        truth["shape"][patches] = 1 + SHAPES.index(o.shape)
+        truth["size"][patches] = 1 + SIZES.index(o.size)
+        truth["position"][patches] = np.asarray(o.center, np.float32) / size
+
+    for o in scene.objects:
+        coverage = patch_coverage(o.mask, patch_size).reshape(-1)
+        wins = object_patches(scene, o.index, patch_size).reshape(-1) & (coverage > best)
+        best[wins] = coverage[wins]
+        show(wins, o)
+    for o in scene.objects:  # centres last: an object's centre patch shows that object whatever else covers it
+        center = (o.center[1] // patch_size) * grid + o.center[0] // patch_size
+        truth["center"][center] = 1
+        show(np.array([center]), o)
+    return truth
+
+
 def _streams(seed: int) -> list[np.random.SeedSequence]:
     # Independent layout and rendering streams: changing the renderer never changes the ground truth.
     return np.random.SeedSequence(seed).spawn(2)
