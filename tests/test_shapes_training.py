@@ -1,19 +1,22 @@
 """Shapes-world training: tokenizer, batches, loss goes down, deterministic resume; shipped models and their
 accuracy on a small held-out sample (the full evaluation is `vle-workbench evaluate`, a benchmark)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vle import VLEForPretraining, VLEForVQA
 from vle.hub import shipped_models
 from vle.shapes import ANSWERS, NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, make_scene, world_corpus
-from vle.explain.recorder import Recorder
 from vle.shapes.data import (PRETRAINING_TASKS, ScenePool, color_token_ids, color_words, normalize, vcr_batch,
                              vqa_batch)
 from vle.shapes.evaluate import SHIPPED, _vqa
-from vle.shapes.train import (RECIPES, Stage, WordGrounding, _relation_loss, _word_grounding_loss, add_sincos_positions,
-                              build_processor, shapes_config, sincos_positions, train, train_stage)
+from vle.shapes.auxiliary import PATCH_READOUTS, ObjectPointers, PatchProbe
+from vle.shapes.train import (OBJECTIVES, RECIPES, TASK_MODELS, Stage, build_processor, run_models, shapes_config, train,
+                              train_stage)
 from vle.shapes.world import object_patches
 
 
@@ -85,73 +88,95 @@ def test_color_words_name_their_objects(processor, pool):
         assert words["centers"][k].tolist() == pytest.approx([c / 128 for c in obj.center])
 
 
-def test_sincos_positions_tell_every_patch_apart():
-    pattern = sincos_positions(8, 32)
-    assert pattern.shape == (64, 32)
-    assert torch.cdist(pattern, pattern).add(torch.eye(64)).min() > 0.1
-    with pytest.raises(ValueError, match="divisible by 4"):
-        sincos_positions(8, 30)
+def test_patch_probe_reads_what_each_patch_shows(pool):
+    truth = pool.patch_truth(np.array([0, 1]))
+    assert truth["color"].shape == (2, 64) and truth["position"].shape == (2, 64, 2)
+    assert truth["center"].sum(1).tolist() == [len(pool.scenes[0].objects), len(pool.scenes[1].objects)]
+    # a probe whose outputs are the truth itself (one-hot logits, logit of the exact position) has almost no loss
+    probe = PatchProbe(sum(PATCH_READOUTS.values()))
+    torch.nn.init.eye_(probe.read.weight)
+    torch.nn.init.zeros_(probe.read.bias)
+    parts = [20 * F.one_hot(truth[name], classes).float() for name, classes in PATCH_READOUTS.items()
+             if name != "position"]
+    exact = torch.cat(parts + [torch.logit(truth["position"].clamp(1e-4, 1 - 1e-4))], dim=-1)
+    with torch.no_grad():
+        assert float(probe.loss(exact, truth)) < 1e-6
+        assert float(probe.loss(torch.zeros_like(exact), truth)) > 1.0
 
 
-def test_word_grounding_loss_trains_the_attention_onto_the_named_object(processor, pool):
+def test_patch_loss_makes_the_image_tower_object_centric(processor, pool):
     torch.manual_seed(0)
     model = VLEForVQA(shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)).train()
-    add_sincos_positions(model, 3.0)
-    probe = WordGrounding(32, processor.tokenizer)
-    index = np.arange(12)
-    batch = vqa_batch(pool, processor, np.random.default_rng(0), index, families=["left_of"])
-    words = color_words(pool, probe.color_ids, index, batch["input_ids"])
-    assert len(words["rows"]) >= 12
+    probe = PatchProbe(32)
     optimizer = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=3e-3)
-    masses = []
-    for _ in range(30):
-        with Recorder(model, attentions=("fusion",), hidden=True, only=["fusion.text.0.*"], detach=False) as rec:
-            model(**batch)
-        loss = _word_grounding_loss(probe, rec, words)
-        attention = rec["fusion.text.0.cross_attention"][words["rows"], 0, words["columns"], 1:65]
-        masses.append(float((attention * words["patches"]).sum(-1).mean().detach()))
+    index = np.arange(12)
+    pixels, truth = normalize(pool.pixels[index]), pool.patch_truth(index)
+    losses = []
+    for _ in range(40):
+        loss = probe.loss(model.vle.get_image_features(pixels)[:, 1:], truth)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert masses[0] < 0.1 and masses[-1] > 0.5  # from about the object's share of the patches
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
 
 
-def test_relation_loss_reads_the_offset_of_the_first_named_object_from_the_second(processor):
-    probe = WordGrounding(4, processor.tokenizer)
-    torch.nn.init.zeros_(probe.relation.weight)
-    torch.nn.init.zeros_(probe.relation.bias)
-    centers = torch.tensor([[0.1, 0.2], [0.7, 0.4], [0.5, 0.5], [0.9, 0.1], [0.3, 0.3], [0.0, 0.0]])
-    # row 0 names two objects, row 1 one (no pair), row 2 three (the first two make the pair)
-    words = {"rows": torch.tensor([0, 0, 1, 2, 2, 2]), "centers": centers}
-    pooled = torch.randn(3, 8)
-    offsets = torch.stack([centers[0] - centers[1], centers[3] - centers[4]])
-    torch.testing.assert_close(_relation_loss(probe, pooled, words), 10 * offsets.pow(2).mean())
-    # a probe that reads the offsets exactly has no loss
-    probe.relation.bias.data = torch.tensor([1.0, 0.0])
-    probe.relation.weight.data[:, 0] = torch.tensor([0.0, 1.0])
+def test_pointer_losses_read_the_named_objects_in_their_order(processor):
+    pointers = ObjectPointers(4, processor.tokenizer)
+    for layer in (pointers.word, pointers.pooled):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    centers = torch.tensor([[0.1, 0.2], [0.7, 0.4], [0.5, 0.5], [0.9, 0.1], [0.3, 0.3], [0.6, 0.8]])
+    # row 0 names two objects, row 1 one, row 2 three (the first two are read from the pooled pair)
+    words = {"rows": torch.tensor([0, 0, 1, 2, 2, 2]), "columns": torch.tensor([1, 2, 1, 1, 2, 3]),
+             "centers": centers}
+    states, pooled = torch.randn(3, 5, 4), torch.randn(3, 8)
+    c = centers - 0.5
+    expected = c.pow(2).mean() + c[[0, 2, 3]].pow(2).mean() + c[[1, 4]].pow(2).mean()
+    torch.testing.assert_close(pointers.loss(states, pooled, words), 10 * expected)
+    # probes that read the centres exactly have no loss
+    states = torch.zeros(3, 5, 4)
+    states[words["rows"], words["columns"], :2] = c
+    pointers.word.weight.data[:, :2] = torch.eye(2)
     pooled = torch.zeros(3, 8)
-    pooled[:, 0] = torch.tensor([offsets[0, 1], 0.0, offsets[1, 1]])
-    words["centers"] = centers.clone()
-    words["centers"][[0, 3], 0] = centers[[1, 4], 0] + 1.0  # x offsets of 1, matching the bias
-    assert float(_relation_loss(probe, pooled, words)) < 1e-10
-    assert float(_relation_loss(probe, pooled, {"rows": torch.tensor([0, 1]), "centers": centers[:2]})) == 0
-    with pytest.raises(ValueError, match="word_grounding_weight"):
-        Stage("vqa", 1, 1e-3, 2, relation_weight=1.0)
+    pooled[:, :4] = torch.cat([c[[0, 2, 3]], torch.stack([c[1], torch.zeros(2), c[4]])], dim=1)
+    pointers.pooled.weight.data[:, :4] = torch.eye(4)
+    with torch.no_grad():
+        assert float(pointers.loss(states, pooled, words)) < 1e-10
+    empty = {"rows": torch.zeros(0, dtype=torch.long), "columns": torch.zeros(0, dtype=torch.long),
+             "centers": torch.zeros(0, 2)}
+    assert float(pointers.loss(states, pooled, empty)) == 0
+
+
+def test_a_joint_stage_trains_every_head_on_one_encoder(tmp_path, processor, pool):
+    config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
+    stage = Stage("joint", 7, 1e-3, 4, schedule=tuple(OBJECTIVES), patch_weight=1.0, pointer_weight=1.0)
+    assert stage.tasks == ("pretrained", "vqa", "vcr-q2a", "vcr-qa2r")
+    folders = train_stage(stage, config, pool, processor, str(tmp_path))
+    assert folders == {task: str(tmp_path / "joint" / task) for task in stage.tasks}
+    encoders = [cls.from_pretrained(folders[task]).vle.state_dict() for task, cls in TASK_MODELS.items()]
+    for name, weight in encoders[0].items():
+        for other in encoders[1:]:
+            torch.testing.assert_close(other[name], weight, msg=name)
+    with pytest.raises(ValueError, match="'caption'"):
+        Stage("joint", 1, 1e-3, 2, schedule=("vqa", "caption"))
 
 
 def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatch):
     import vle.shapes.train as training
 
     config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
-    stage = Stage("vqa", 6, 1e-3, 4, grounding_weight=1.0)  # the auxiliary head's state must resume too
+    # the auxiliary modules' state must resume too
+    stage = Stage("vqa", 6, 1e-3, 4, schedule=("vqa", "itm"), patch_weight=1.0, pointer_weight=1.0, pointer_from=3,
+                  grounding_weight=1.0)
     straight = VLEForVQA.from_pretrained(train_stage(stage, config, pool, processor, str(tmp_path / "a"),
-                                                     checkpoint_every=2))
+                                                     checkpoint_every=2)["vqa"])
     real_loss = training._loss
 
-    def crash_at_step_5(stage, model, pool, processor, rng, step, *rest):
+    def crash_at_step_5(stage, objective, models, aux, pool, processor, rng, step):
         if step == 5:
             raise KeyboardInterrupt
-        return real_loss(stage, model, pool, processor, rng, step, *rest)
+        return real_loss(stage, objective, models, aux, pool, processor, rng, step)
 
     monkeypatch.setattr(training, "_loss", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
@@ -159,27 +184,25 @@ def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatc
     assert (tmp_path / "b" / "vqa" / "train_state.pt").is_file()
     monkeypatch.setattr(training, "_loss", real_loss)
     resumed = VLEForVQA.from_pretrained(train_stage(stage, config, pool, processor, str(tmp_path / "b"),
-                                                    checkpoint_every=2))
+                                                    checkpoint_every=2)["vqa"])
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
 
 
-def test_one_task_can_be_trained_in_several_stages(tmp_path, processor, pool):
+def test_a_stage_goes_on_from_an_earlier_one(tmp_path, processor, pool):
     config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
-    first = Stage("vqa-relations", 3, 1e-3, 4, families=("left_of", "above"), word_grounding_weight=1.0,
-                  relation_weight=1.0)
+    first = Stage("vqa-relations", 3, 1e-3, 4, families=("left_of", "above"), pointer_weight=1.0)
     then = Stage("vqa", 3, 1e-3, 4, init_from="vqa-relations")
-    assert (first.task, then.task, Stage("vcr-q2a-long", 1, 1e-3, 2).task) == ("vqa", "vqa", "vcr-q2a")
     train_stage(first, config, pool, processor, str(tmp_path))
-    relations = VLEForVQA.from_pretrained(str(tmp_path / "vqa-relations"))
-    final = VLEForVQA.from_pretrained(train_stage(then, config, pool, processor, str(tmp_path)))
+    relations = VLEForVQA.from_pretrained(str(tmp_path / "vqa-relations" / "vqa"))
+    final = VLEForVQA.from_pretrained(train_stage(then, config, pool, processor, str(tmp_path))["vqa"])
     # three Adam steps at 1e-3 move each weight by at most about 3e-3: the second stage went on from the first
     drift = max((weight - relations.state_dict()[name]).abs().max().item()
                 for name, weight in final.state_dict().items())
     assert 0 < drift < 0.01
     assert final.config.id2label == relations.config.id2label
-    with pytest.raises(ValueError, match="'caption'"):
-        Stage("caption", 1, 1e-3, 2).task
+    with pytest.raises(FileNotFoundError, match="'nowhere'"):
+        train_stage(Stage("vqa-2", 1, 1e-3, 2, init_from="nowhere"), config, pool, processor, str(tmp_path))
 
 
 def test_evidence_patches_mark_the_objects_an_answer_depends_on(processor, pool):
@@ -196,10 +219,15 @@ def test_evidence_patches_mark_the_objects_an_answer_depends_on(processor, pool)
 
 def test_smoke_recipe_writes_hfl_layout_checkpoints(tmp_path):
     timings = train(str(tmp_path), recipe="smoke")
-    assert set(timings) >= {"pretrained", "vqa", "vcr-q2a", "vcr-qa2r", "total"}
-    for stage in ("pretrained", "vqa", "vcr-q2a", "vcr-qa2r"):
-        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / stage).iterdir()}
-    assert VLEForVQA.from_pretrained(str(tmp_path / "vqa")).config.id2label == dict(enumerate(ANSWERS))
+    assert set(timings) >= {"joint", "vqa", "total"}
+    models = run_models(str(tmp_path))
+    assert models == {"pretrained": str(tmp_path / "joint" / "pretrained"), "vqa": str(tmp_path / "vqa" / "vqa"),
+                      "vcr-q2a": str(tmp_path / "joint" / "vcr-q2a"), "vcr-qa2r": str(tmp_path / "joint" / "vcr-qa2r")}
+    for folder in models.values():
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in Path(folder).iterdir()}
+    assert VLEForVQA.from_pretrained(models["vqa"]).config.id2label == dict(enumerate(ANSWERS))
+    with pytest.raises(FileNotFoundError, match="models.json"):
+        run_models(str(tmp_path / "joint"))
 
 
 NOT_SHIPPED = pytest.mark.skipif(not set(SHIPPED.values()) <= set(shipped_models()),

@@ -132,11 +132,9 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .shapes.evaluate import DEFAULT_SEED, evaluate, format_table
-    from .shapes.train import TASK_MODELS, stage_dir
+    from .shapes.train import run_models
 
-    models = None
-    if args.models:
-        models = {task: stage_dir(args.models, task) for task in TASK_MODELS}
+    models = run_models(args.models) if args.models else None
     results = evaluate(seed=DEFAULT_SEED if args.seed is None else args.seed, n=args.n, models=models,
                        progress=not args.json)
     print(json.dumps(results, indent=2) if args.json else format_table(results))

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .tasks import (ANSWERS, MPC_CLASSES, caption_holds, make_caption, make_mpc, make_negative_caption, make_pbc,
                     make_vcr, make_vqa)
-from .world import COLORS, make_scene, object_patches, patch_coverage
+from .world import COLORS, make_scene, object_patches, patch_attributes, patch_coverage
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
@@ -38,12 +38,24 @@ class ScenePool:
         self.scenes = [make_scene(seed, image_size) for seed in tqdm(seeds, desc="rendering scenes",
                                                                       disable=not progress, leave=False)]
         self.pixels = torch.from_numpy(np.stack([scene.pixels for scene in self.scenes])).permute(0, 3, 1, 2)
+        self._patch_truth: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.scenes)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return rng.integers(0, len(self.scenes), size)
+
+    def patch_truth(self, index: np.ndarray, patch_size: int = 16) -> dict[str, torch.Tensor]:
+        """``world.patch_attributes`` of the scenes at ``index``, stacked: (batch, patches) each, ``position``
+        (batch, patches, 2). Computed once per scene."""
+        rows = []
+        for i in index:
+            key = (int(i), patch_size)
+            if key not in self._patch_truth:
+                self._patch_truth[key] = patch_attributes(self.scenes[key[0]], patch_size)
+            rows.append(self._patch_truth[key])
+        return {key: torch.from_numpy(np.stack([row[key] for row in rows])) for key in rows[0]}
 
 
 def _text_batch(processor, texts: list[str]) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..hub import SHIPPED_DIR
 from .evaluate import SHIPPED
-from .train import stage_dir
+from .train import run_models
 
 FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json")
 BUDGET_MB = 40
@@ -18,11 +18,15 @@ BUDGET_MB = 40
 def ship(run_dir: str) -> float:
     """Install the four stage checkpoints of ``run_dir``; returns the shipped size in MB (must fit the budget)."""
     total = 0
-    for stage, name in SHIPPED.items():
-        source, target = Path(stage_dir(run_dir, stage)), SHIPPED_DIR / name
+    models = run_models(run_dir)
+    absent = [task for task in SHIPPED if task not in models]
+    if absent:
+        raise FileNotFoundError(f"{run_dir} has no {', '.join(absent)} model: ship a run of the full recipe")
+    for task, name in SHIPPED.items():
+        source, target = Path(models[task]), SHIPPED_DIR / name
         missing = [f for f in FILES if not (source / f).is_file()]
         if missing:
-            raise FileNotFoundError(f"{source} lacks {missing}: did the {stage} stage finish?")
+            raise FileNotFoundError(f"{source} lacks {missing}: did its stage finish?")
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         for name_ in FILES:

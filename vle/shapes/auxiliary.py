@@ -1,0 +1,101 @@
+"""Training-only heads and losses of the shapes-world recipes. None of them is shipped: they shape what the encoder
+learns from the world's ground truth, and the task heads that are shipped read what they built.
+
+- ``PatchProbe``: what each patch shows (``world.patch_attributes``), read linearly from the image tower's output.
+  This dense signal makes the tower object-centric within a few hundred steps (every patch knows the colour, shape,
+  size and centre of its object, and one patch per object says "centre here"). Without it the towers keep neither
+  shape nor position, and questions that must find an object stay at their majority answer for thousands of steps.
+- ``ObjectPointers``: for texts that name objects by colour, the colour word's state after the first fusion layer
+  must give its object's centre, and the pooled pair the task heads read must give the centres of the first and the
+  second object the text names. Comparing two named objects (left of, above, a caption's relation) needs both
+  positions in the pooled pair, each in its role; the yes / no answer alone gives almost no gradient towards that
+  while the model is at chance (the sign of a difference it has not formed yet), and these targets give a direct one.
+- ``grounding_head``: a PBC head on the fused patches asked to mark the answer's evidence objects.
+
+>>> import torch
+>>> probe = PatchProbe(16)
+>>> truth = {"color": torch.zeros(2, 4, dtype=torch.long), "shape": torch.zeros(2, 4, dtype=torch.long),
+...          "size": torch.zeros(2, 4, dtype=torch.long), "center": torch.zeros(2, 4, dtype=torch.long),
+...          "position": torch.zeros(2, 4, 2)}
+>>> probe.loss(torch.randn(2, 4, 16), truth).shape
+torch.Size([])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..modeling_vle import _sequential_head
+from .data import color_token_ids
+from .world import COLORS, SHAPES, SIZES
+
+# the read-outs of PatchProbe, in order: classes per patch (0 = no object) for the categorical ones
+PATCH_READOUTS: dict[str, int] = {"color": 1 + len(COLORS), "shape": 1 + len(SHAPES), "size": 1 + len(SIZES),
+                                  "center": 2, "position": 2}
+# squared errors of positions in [0, 1] are small next to cross-entropies; this puts them on a par
+POSITION_WEIGHT = 10.0
+
+
+class PatchProbe(torch.nn.Module):
+    """A linear read-out of ``world.patch_attributes`` from image-tower features (batch, patches, Hv)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.read = torch.nn.Linear(hidden_size, sum(PATCH_READOUTS.values()))
+
+    def loss(self, features: torch.Tensor, truth: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of each categorical read-out plus the weighted squared error of the object centre (x, y in
+        [0, 1]) on the patches an object covers. ``features`` (batch, patches, Hv): the patch tokens, CLS left out."""
+        outputs = self.read(features).split(list(PATCH_READOUTS.values()), dim=-1)
+        total = features.new_zeros(())
+        for (name, classes), output in zip(PATCH_READOUTS.items(), outputs):
+            if name == "position":
+                covered = truth["color"] > 0  # (batch, patches)
+                total = total + POSITION_WEIGHT * F.mse_loss(output[covered].sigmoid(), truth["position"][covered])
+            else:
+                total = total + F.cross_entropy(output.reshape(-1, classes), truth[name].reshape(-1))
+        return total
+
+
+class ObjectPointers(torch.nn.Module):
+    """The probes of the two pointer losses and the tokenizer's colour word ids (looked up once, not every step)."""
+
+    def __init__(self, hidden_size: int, tokenizer):
+        super().__init__()
+        self.word = torch.nn.Linear(hidden_size, 2)  # colour word state -> its object's centre
+        self.pooled = torch.nn.Linear(2 * hidden_size, 4)  # pooled pair -> centres of the first and second named
+        self.color_ids = color_token_ids(tokenizer)
+
+    def loss(self, word_states: torch.Tensor, pooled: torch.Tensor, words: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``word_states`` (batch, text_len, H): the text stream after the first fusion layer; ``pooled`` (batch, 2H);
+        ``words`` from ``data.color_words`` for the same batch. Zero when the batch names no object by colour."""
+        rows, centers = words["rows"], words["centers"] - 0.5  # (n,), (n, 2) centred
+        if not len(rows):
+            return pooled.new_zeros(())
+        loss = F.mse_loss(self.word(word_states[rows, words["columns"]]), centers)
+        first = torch.ones_like(rows, dtype=torch.bool)
+        first[1:] = rows[1:] != rows[:-1]  # the first colour word of its row
+        second = torch.zeros_like(first)
+        second[1:] = first[:-1] & (rows[1:] == rows[:-1])  # the one right after it, in the same row
+        read = self.pooled(pooled)  # (batch, 4)
+        loss = loss + F.mse_loss(read[rows[first], :2], centers[first])
+        if second.any():
+            loss = loss + F.mse_loss(read[rows[second], 2:], centers[second])
+        return POSITION_WEIGHT * loss
+
+
+def grounding_head(hidden_size: int, pbc_weights: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """The auxiliary PBC head of a VQA stage (patch → evidence or not), from the pretrained PBC head's weights (the
+    ``pbc_classifier.*`` entries of a checkpoint) when given."""
+    head = _sequential_head(hidden_size, hidden_size, 2)
+    prefix = "pbc_classifier."
+    if pbc_weights and any(k.startswith(prefix) for k in pbc_weights):
+        head.load_state_dict({k[len(prefix):]: v for k, v in pbc_weights.items() if k.startswith(prefix)})
+    return head
+
+
+def grounding_loss(head: torch.nn.Module, image_embeds: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the head's evidence call on each fused patch; ``evidence`` (batch, patches) is 0/1."""
+    logits = head(image_embeds[:, 1:1 + evidence.shape[1]])  # (batch, patches, 2)
+    return F.cross_entropy(logits.reshape(-1, 2), evidence.reshape(-1))
