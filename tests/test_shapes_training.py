@@ -134,15 +134,22 @@ def test_pointer_losses_read_the_named_objects_in_their_order(processor):
     c = centers - 0.5
     expected = c.pow(2).mean() + c[[0, 2, 3]].pow(2).mean() + c[[1, 4]].pow(2).mean()
     torch.testing.assert_close(pointers.loss(states, pooled, words), 10 * expected)
+    pooled = torch.zeros(3, 8)
     # probes that read the centres exactly have no loss
     states = torch.zeros(3, 5, 4)
     states[words["rows"], words["columns"], :2] = c
     pointers.word.weight.data[:, :2] = torch.eye(2)
     pooled = torch.zeros(3, 8)
     pooled[:, :4] = torch.cat([c[[0, 2, 3]], torch.stack([c[1], torch.zeros(2), c[4]])], dim=1)
-    pointers.pooled.weight.data[:, :4] = torch.eye(4)
+    pointers.pooled.weight.data[:, :6] = torch.eye(6)
     with torch.no_grad():
         assert float(pointers.loss(states, pooled, words)) < 1e-10
+        # the subject's centre is read from the last two outputs; rows without a subject (NaN) are left out
+        subjects = torch.tensor([[0.5, 0.5], [float("nan")] * 2, [0.75, 0.25]])
+        pooled[2, 4:6] = torch.tensor([0.25, -0.25])
+        assert float(pointers.loss(states, pooled, words, subjects)) < 1e-10
+        subjects[0] = torch.tensor([0.6, 0.5])
+        torch.testing.assert_close(pointers.loss(states, pooled, words, subjects), torch.tensor(10 * 0.01 / 4))
     empty = {"rows": torch.zeros(0, dtype=torch.long), "columns": torch.zeros(0, dtype=torch.long),
              "centers": torch.zeros(0, 2)}
     assert float(pointers.loss(states, pooled, empty)) == 0

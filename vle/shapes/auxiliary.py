@@ -7,9 +7,11 @@ learns from the world's ground truth, and the task heads that are shipped read w
   shape nor position, and questions that must find an object stay at their majority answer for thousands of steps.
 - ``ObjectPointers``: for texts that name objects by colour, the colour word's state after the first fusion layer
   must give its object's centre, and the pooled pair the task heads read must give the centres of the first and the
-  second object the text names. Comparing two named objects (left of, above, a caption's relation) needs both
+  second object the text names, and of the question's subject (the object whose attribute is the answer, e.g. the
+  object nearest to the named one). Comparing two named objects (left of, above, a caption's relation) needs both
   positions in the pooled pair, each in its role; the yes / no answer alone gives almost no gradient towards that
   while the model is at chance (the sign of a difference it has not formed yet), and these targets give a direct one.
+  The subject's centre likewise rewards attending to the right object before its attribute can be read.
 - ``grounding_head``: a PBC head on the fused patches asked to mark the answer's evidence objects.
 
 >>> import torch
@@ -64,24 +66,30 @@ class ObjectPointers(torch.nn.Module):
     def __init__(self, hidden_size: int, tokenizer):
         super().__init__()
         self.word = torch.nn.Linear(hidden_size, 2)  # colour word state -> its object's centre
-        self.pooled = torch.nn.Linear(2 * hidden_size, 4)  # pooled pair -> centres of the first and second named
+        # pooled pair -> centres of the first and the second named object, and of the subject
+        self.pooled = torch.nn.Linear(2 * hidden_size, 6)
         self.color_ids = color_token_ids(tokenizer)
 
-    def loss(self, word_states: torch.Tensor, pooled: torch.Tensor, words: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(self, word_states: torch.Tensor, pooled: torch.Tensor, words: dict[str, torch.Tensor],
+             subjects: torch.Tensor | None = None) -> torch.Tensor:
         """``word_states`` (batch, text_len, H): the text stream after the first fusion layer; ``pooled`` (batch, 2H);
-        ``words`` from ``data.color_words`` for the same batch. Zero when the batch names no object by colour."""
+        ``words`` from ``data.color_words`` for the same batch; ``subjects`` (batch, 2) the subjects' centres, NaN
+        where a text has none. Zero when the batch names no object by colour and has no subject."""
+        read = self.pooled(pooled)  # (batch, 6)
+        loss = pooled.new_zeros(())
+        if subjects is not None and (known := ~subjects[:, 0].isnan()).any():
+            loss = loss + F.mse_loss(read[known, 4:], subjects[known] - 0.5)
         rows, centers = words["rows"], words["centers"] - 0.5  # (n,), (n, 2) centred
         if not len(rows):
-            return pooled.new_zeros(())
-        loss = F.mse_loss(self.word(word_states[rows, words["columns"]]), centers)
+            return POSITION_WEIGHT * loss
+        loss = loss + F.mse_loss(self.word(word_states[rows, words["columns"]]), centers)
         first = torch.ones_like(rows, dtype=torch.bool)
         first[1:] = rows[1:] != rows[:-1]  # the first colour word of its row
         second = torch.zeros_like(first)
         second[1:] = first[:-1] & (rows[1:] == rows[:-1])  # the one right after it, in the same row
-        read = self.pooled(pooled)  # (batch, 4)
         loss = loss + F.mse_loss(read[rows[first], :2], centers[first])
         if second.any():
-            loss = loss + F.mse_loss(read[rows[second], 2:], centers[second])
+            loss = loss + F.mse_loss(read[rows[second], 2:4], centers[second])
         return POSITION_WEIGHT * loss
 
 

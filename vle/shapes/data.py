@@ -75,13 +75,16 @@ def evidence_patches(scene, evidence, patch_size: int = 16) -> np.ndarray:
 
 
 def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWERS, families=None,
-              inventory_share: float = 0.0, with_evidence: bool = False, patch_size: int = 16) -> dict:
+              inventory_share: float = 0.0, with_evidence: bool = False, patch_size: int = 16,
+              with_subjects: bool = False) -> dict:
     """VQA questions with one answer each; with ``inventory_share``, also training-only inventory questions ("what
     colors are there ?", every present value a label) that teach the image stream to encode the whole scene first,
     which the question-dependent families need before they can take off. ``with_evidence`` adds
-    ``evidence_patches`` (batch, patches): the patches of the objects each answer depends on, a grounding target."""
+    ``evidence_patches`` (batch, patches): the patches of the objects each answer depends on, a grounding target;
+    ``with_subjects`` adds ``subject_centers`` (batch, 2): the centre (x, y) / image size of the object whose attribute
+    is the answer (``VQAExample.subject``), NaN where there is none (yes / no, counts, inventory questions)."""
     label_of = {answer: k for k, answer in enumerate(answers)}
-    questions, labels, evidence = [], [], []
+    questions, labels, evidence, subjects = [], [], [], []
     for i in index:
         scene = pool.scenes[i]
         if rng.random() < inventory_share:
@@ -90,17 +93,22 @@ def vqa_batch(pool: ScenePool, processor, rng, index: np.ndarray, answers=ANSWER
             questions.append(question)
             labels.append(sorted({label_of[getattr(o, attribute)] for o in scene.objects}))
             evidence.append([o.index for o in scene.objects])
+            subjects.append((np.nan, np.nan))
             continue
         family = None if families is None else families[int(rng.integers(len(families)))]
         example = make_vqa(scene, rng, family=family) or make_vqa(scene, rng)
         questions.append(example.question)
         labels.append([label_of[example.answer]])
         evidence.append(example.evidence)
+        subject = None if example.subject is None else scene.objects[example.subject]
+        subjects.append((np.nan, np.nan) if subject is None else np.asarray(subject.center) / scene.image_size)
     batch = {**_text_batch(processor, questions), "pixel_values": normalize(pool.pixels[index]),
              "vqa_labels": labels, "vqa_scores": [[1.0] * len(l) for l in labels]}
     if with_evidence:
         batch["evidence_patches"] = torch.from_numpy(np.stack(
             [evidence_patches(pool.scenes[i], e, patch_size) for i, e in zip(index, evidence)]))
+    if with_subjects:
+        batch["subject_centers"] = torch.tensor(np.array(subjects), dtype=torch.float32)
     return batch
 
 

@@ -1,7 +1,8 @@
 """Closed-vocabulary VQA over shapes-world scenes, Sort-of-CLEVR style (non-relational and relational families).
 
 Each family is ``(scene, rng) -> VQAExample | None`` (None: the family does not apply to this scene). Answers are
-single words from ``ANSWERS``; ``evidence`` lists the object indices the answer depends on.
+single words from ``ANSWERS``; ``evidence`` lists the object indices the answer depends on, and ``subject`` is the one
+object whose colour, shape or size the answer is (None for yes / no and counting questions).
 
 >>> import numpy as np
 >>> from vle.shapes.world import make_scene
@@ -30,14 +31,15 @@ class VQAExample:
     family: str
     relational: bool
     evidence: tuple[int, ...]
+    subject: int | None = None
 
 
 MAX_OBJECTS = len(COLORS)
 ANSWERS: tuple[str, ...] = tuple(sorted({*COLORS, *SHAPES, *SIZES, "yes", "no", *map(str, range(MAX_OBJECTS + 1))}))
 
 
-def _example(question: str, answer: str, family: str, evidence) -> VQAExample:
-    return VQAExample(question, answer, family, family in RELATIONAL_FAMILIES, tuple(sorted(evidence)))
+def _example(question: str, answer: str, family: str, evidence, subject: int | None = None) -> VQAExample:
+    return VQAExample(question, answer, family, family in RELATIONAL_FAMILIES, tuple(sorted(evidence)), subject)
 
 
 # --- non-relational ---------------------------------------------------------------------------------------------
@@ -48,20 +50,20 @@ def color_question(scene: Scene, rng: np.random.Generator) -> VQAExample | None:
     if not options:
         return None
     obj, attrs = choice(rng, options)
-    return _example(f"what color is {phrase(obj, attrs)} ?", obj.color, "color", [obj.index])
+    return _example(f"what color is {phrase(obj, attrs)} ?", obj.color, "color", [obj.index], obj.index)
 
 
 def shape_question(scene: Scene, rng: np.random.Generator) -> VQAExample:
     """'what shape is the red object ?'"""
     obj = choice(rng, scene.objects)
-    return _example(f"what shape is {phrase(obj, ('color',))} ?", obj.shape, "shape", [obj.index])
+    return _example(f"what shape is {phrase(obj, ('color',))} ?", obj.shape, "shape", [obj.index], obj.index)
 
 
 def size_question(scene: Scene, rng: np.random.Generator) -> VQAExample:
     """'what size is the blue object ?' or 'what size is the blue square ?'"""
     obj = choice(rng, scene.objects)
     attrs = choice(rng, [("color",), ("color", "shape")])
-    return _example(f"what size is {phrase(obj, attrs)} ?", obj.size, "size", [obj.index])
+    return _example(f"what size is {phrase(obj, attrs)} ?", obj.size, "size", [obj.index], obj.index)
 
 
 def exists_question(scene: Scene, rng: np.random.Generator) -> VQAExample:
@@ -130,7 +132,7 @@ def _extreme_question(scene: Scene, rng: np.random.Generator, farthest: bool, as
         family, ref_attrs = "nearest_color", choice(rng, unique_descriptions(scene, ref))
     which = "farthest from" if farthest else "nearest to"
     question = f"what {asked} is the object {which} {phrase(ref, ref_attrs)} ?"
-    return _example(question, getattr(target, asked), family, [ref.index, target.index])
+    return _example(question, getattr(target, asked), family, [ref.index, target.index], target.index)
 
 
 def nearest_question(scene: Scene, rng: np.random.Generator) -> VQAExample | None:

@@ -188,7 +188,8 @@ def _batch(objective: str, stage: Stage, pool: ScenePool, processor, rng, aux: _
     if objective == "vqa":
         index = pool.sample(rng, stage.batch_size)
         return vqa_batch(pool, processor, rng, index, families=stage.families, inventory_share=stage.inventory_share,
-                         with_evidence=aux.grounding is not None, patch_size=PATCH_SIZE), index
+                         with_evidence=aux.grounding is not None, patch_size=PATCH_SIZE,
+                         with_subjects=aux.pointers is not None), index
     index = pool.sample(rng, max(1, stage.batch_size // VCR_CHOICES))
     return vcr_batch(pool, processor, rng, index, task=objective.removeprefix("vcr-"), patch_size=PATCH_SIZE), index
 
@@ -198,7 +199,7 @@ def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: Sce
     """The losses of one step of ``objective``: its own, and the auxiliary ones that apply to it."""
     model = models[OBJECTIVES[objective]]
     batch, index = _batch(objective, stage, pool, processor, rng, aux)
-    evidence = batch.pop("evidence_patches", None)
+    evidence, subjects = batch.pop("evidence_patches", None), batch.pop("subject_centers", None)
     losses = {}
     # MPC must see its masked pixels, so the patch loss skips it
     if aux.patches is not None and objective != "mpc":
@@ -214,7 +215,7 @@ def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: Sce
             out = model(**kwargs, **batch)
         words = color_words(pool, pointers.color_ids, index, batch["input_ids"], PATCH_SIZE)
         losses["pointers"] = stage.pointer_weight * pointers.loss(recorder["fusion.text.0.hidden"],
-                                                                   out.vle_output.pooler_output, words)
+                                                                   out.vle_output.pooler_output, words, subjects)
     if evidence is not None:
         losses["grounding"] = stage.grounding_weight * grounding_loss(aux.grounding, out.vle_output.image_embeds,
                                                                       evidence)
