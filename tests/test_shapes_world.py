@@ -19,9 +19,11 @@ from vle.shapes import (
     VCR_FAMILIES, VQA_FAMILIES, make_caption, make_mpc, make_negative_caption, make_pbc, make_scene, make_vcr,
     make_vqa, object_patches, patch_coverage, vqa_dataset, world_corpus,
 )
+from vle.shapes.world import patch_attributes
 from vle.shapes.make_pics import write_examples
 
 N_SCENES = 240
+COLORS_LIST = list(COLORS)
 SEEDS = range(1000, 1000 + N_SCENES)
 
 
@@ -192,6 +194,26 @@ def test_patches(scenes):
             assert (coverage[hit] > 0).all()
 
 
+def test_patch_attributes_show_each_object_where_it_lies(scenes):
+    for scene in scenes[:50]:
+        truth = patch_attributes(scene)
+        assert truth["center"].sum() == len(scene.objects)  # one centre patch per object
+        union = np.zeros(64, dtype=bool)
+        for o in scene.objects:
+            covered = object_patches(scene, o.index).reshape(-1)
+            union |= covered
+            center = (o.center[1] // 16) * 8 + o.center[0] // 16
+            assert truth["center"][center] == 1
+            assert (COLORS_LIST[truth["color"][center] - 1], SHAPES[truth["shape"][center] - 1],
+                    SIZES[truth["size"][center] - 1]) == (o.color, o.shape, o.size)
+            assert truth["position"][center] * 128 == pytest.approx(o.center)
+            # every patch the object covers shows it or another object that covers it more (or has its centre there)
+            shown = truth["color"][covered]
+            assert (shown > 0).all()
+        assert ((truth["color"] > 0) == (union | (truth["center"] == 1))).all()
+        assert (truth["position"][truth["color"] == 0] == 0).all()
+
+
 # --- VQA ------------------------------------------------------------------------------------------------------------
 
 def test_answers_vocabulary():
@@ -217,6 +239,11 @@ def test_every_vqa_answer_recomputed(scenes):
             answer, evidence = vqa_oracle(scene, example.question)
             assert example.answer == answer, (example, scene.to_json())
             assert set(example.evidence) == evidence, (example, scene.to_json())
+            if example.subject is None:  # yes / no and counts have no single object whose attribute they are
+                assert example.answer in ("yes", "no", *"0123456"), example
+            else:
+                subject = scene.objects[example.subject]
+                assert example.answer in (subject.color, subject.shape, subject.size) and subject.index in evidence
     assert all(asked[f] >= N_SCENES // 3 for f in VQA_FAMILIES), asked
 
 
