@@ -266,6 +266,19 @@ def test_rollout_is_class_agnostic_and_relevance_is_not(vqa, inputs):
     assert not np.allclose(*relevance)
 
 
+def test_coattention_weightings(vqa, inputs, tmp_path):
+    """The default keeps |∇A ⊙ A| with rows scaled to one; Chefer et al.'s positive part stays one option away."""
+    default = explain(vqa, inputs, VQAAnswer(0), "coattention_relevance")
+    chefer = explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", weighting="positive", normalize_rows=False)
+    assert (default.metadata["weighting"], default.metadata["normalize_rows"]) == ("absolute", True)
+    assert chefer.metadata["weighting"] == "positive" and not np.allclose(default.patch_scores, chefer.patch_scores)
+    assert (default.patch_scores >= 0).all() and (chefer.patch_scores >= 0).all()
+    default.save(tmp_path / "e.npz")
+    assert type(default).load(tmp_path / "e.npz").metadata["normalize_rows"] is True
+    with pytest.raises(ValueError, match="weighting must be one of absolute, positive, got 'signed'"):
+        explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", weighting="signed")
+
+
 def test_raw_attention_options_and_maps(vqa, inputs):
     e = explain(vqa, inputs, VQAAnswer(0), "raw_attention", layer=0, head=2)
     assert e.metadata["text_to_image"].shape == (2, 4, inputs.text_len, 17)
