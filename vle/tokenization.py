@@ -22,8 +22,9 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP
 
 def train_sentencepiece(sentences: Iterable[str], out_dir: str, vocab_size: int = 256, seed: int = 0,
                         model_type: str = "unigram"):
-    """Train a unigram SentencePiece model on ``sentences`` and write ``spm.model`` plus the tokenizer files of the
-    hfl checkpoints into ``out_dir``; returns the loaded DebertaV2Tokenizer. Deterministic for the same input."""
+    """Train a SentencePiece model (``model_type``: unigram, bpe, word or char) on ``sentences`` and write
+    ``spm.model`` plus the tokenizer files of the hfl checkpoints into ``out_dir``; returns the loaded
+    DebertaV2Tokenizer. Deterministic for the same input."""
     import sentencepiece as spm
     from transformers import DebertaV2Tokenizer
 

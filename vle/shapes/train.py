@@ -31,6 +31,7 @@ from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, color_words, vcr_
 from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, world_corpus
 
 IMAGE_SIZE, PATCH_SIZE = 128, 16
+TINY_LAYERS = {"vision": 3, "text": 2, "fusion": 2}  # transformer layers of each tower and of the fusion
 # the models a stage can train, and the objectives each one's heads learn
 TASK_MODELS = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vcr-q2a": VLEForVCRQ2A, "vcr-qa2r": VLEForVCRQA2R}
 OBJECTIVES = {"itm": "pretrained", "pbc": "pretrained", "mlm": "pretrained", "mpc": "pretrained", "vqa": "vqa",
@@ -79,7 +80,7 @@ class Recipe:
     stages: tuple[Stage, ...]
     pool_size: int = 8000
     hidden: int = 128
-    layers: dict = field(default_factory=lambda: {"vision": 3, "text": 2, "fusion": 2})
+    layers: dict = field(default_factory=lambda: dict(TINY_LAYERS))
 
 
 RECIPES = {
@@ -103,7 +104,7 @@ RECIPES = {
 
 def shapes_config(vocab_size: int, hidden: int = 128, layers: dict | None = None) -> VLEConfig:
     """The tiny VLE of the shapes world: 128-pixel images in 16-pixel patches (an 8×8 grid)."""
-    layers = layers or {"vision": 3, "text": 2, "fusion": 2}
+    layers = layers or TINY_LAYERS
     heads = max(1, hidden // 32)
     text = dict(model_type="deberta-v2", vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers["text"],
                 num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=128,

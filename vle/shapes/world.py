@@ -117,7 +117,11 @@ def object_patches(scene: Scene, index: int, patch_size: int = 16, threshold: fl
 
     Row-major patch id = row * grid + col, e.g. ``np.flatnonzero(object_patches(scene, 0))``.
     """
-    coverage = patch_coverage(scene.objects[index].mask, patch_size)
+    return _covered(patch_coverage(scene.objects[index].mask, patch_size), threshold)
+
+
+def _covered(coverage: np.ndarray, threshold: float = 0.25) -> np.ndarray:
+    """Patches whose ``coverage`` (any shape) reaches ``threshold``; never empty."""
     hit = coverage >= threshold
     if not hit.any():
         # A small object straddling a patch corner can cover < threshold of every patch; keep its best patch.
@@ -155,7 +159,7 @@ def patch_attributes(scene: Scene, patch_size: int = 16) -> dict[str, np.ndarray
 
     for o in scene.objects:
         coverage = patch_coverage(o.mask, patch_size).reshape(-1)
-        wins = object_patches(scene, o.index, patch_size).reshape(-1) & (coverage > best)
+        wins = _covered(coverage) & (coverage > best)
         best[wins] = coverage[wins]
         show(wins, o)
     for o in scene.objects:  # centres last: an object's centre patch shows that object whatever else covers it
