@@ -263,8 +263,8 @@ def test_shipped_vqa_model_on_a_small_held_out_sample():
                             VLEProcessor.from_pretrained("vle-tiny-shapes-vqa"), pool, 2_000_000, 64)
     nonrelational = np.mean([by_family[f] for f in NONRELATIONAL_FAMILIES])
     relational = np.mean([by_family[f] for f in RELATIONAL_FAMILIES])
-    # A regression guard: on the full evaluation (200 scenes) the shipped model measured 0.997 non-relational and
-    # 0.831 relational (left of 1.00, above 0.995); 40 other scenes leave room for sampling noise.
+    # A regression guard: on the full evaluation (200 scenes) the shipped model measured 0.992 non-relational and
+    # 0.967 relational (0.990 / 0.972 on 1,000 other scenes); 40 other scenes leave room for sampling noise.
     assert nonrelational >= 0.95, by_family
-    assert relational >= 0.7, by_family
+    assert relational >= 0.9, by_family
     assert by_family["left_of"] >= 0.9 and by_family["above"] >= 0.9, by_family
