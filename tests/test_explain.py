@@ -308,3 +308,17 @@ def test_integrated_gradients_in_bfloat16_stays_close_to_float32(vqa, inputs):
     assert np.abs(low.patch_scores - full.patch_scores).max() <= 0.1 * scale
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'half'"):
         explain(vqa, inputs, target, "integrated_gradients", precision="half")
+
+
+def test_the_read_out_weighs_the_two_cls_rows_by_their_shares(vqa, processor, image):
+    relevance = propagate({f: [torch.rand(n, m).softmax(-1)] for f, (n, m) in
+                           {"ts": (3, 3), "tc": (3, 6), "is": (6, 6), "ic": (6, 3)}.items()})
+    text_only, image_only = read_out(relevance, "text"), read_out(relevance, "image")
+    mixed = read_out(relevance, {"text": 0.25, "image": 0.75})
+    for part in range(2):
+        assert torch.allclose(mixed[part], 0.25 * text_only[part] + 0.75 * image_only[part])
+    with pytest.raises(ValueError, match="seed must be one of"):
+        read_out(relevance, "pooled")
+    e = Explainer(vqa, processor).explain(image, QUESTION, answer="red")
+    shares = e.metadata["cls_shares"]
+    assert set(shares) == {"text", "image"} and abs(sum(shares.values()) - 1) < 1e-6 and min(shares.values()) >= 0

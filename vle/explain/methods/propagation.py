@@ -67,20 +67,24 @@ def propagate(weighted: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor
     return {"tt": r_tt, "ii": r_ii, "ti": r_ti, "it": r_it}
 
 
-def read_out(relevance: dict[str, torch.Tensor], seed: str = "both"):
+SEEDS = ("both", "text", "image", "weighted")
+
+
+def read_out(relevance: dict[str, torch.Tensor], seed="both"):
     """Relevance of the image tokens (patches + boxes, CLS left out) and text tokens for the pooled output.
 
-    VLE's pooler concatenates the text CLS and the image CLS states, so both rows seed the read-out (``seed`` may
-    pick ``text`` or ``image`` alone). The identity a token owes itself is removed.
+    VLE's pooler concatenates the text CLS and the image CLS states, so both rows seed the read-out: ``both`` adds
+    them, ``text`` or ``image`` picks one, and a dict ``{"text": w, "image": w}`` weighs them. The identity a token
+    owes itself is removed.
     """
-    rows = {"text": (relevance["ti"][0], relevance["tt"][0]), "image": (relevance["ii"][0], relevance["it"][0])}
-    chosen = ("text", "image") if seed == "both" else (seed,)
-    image = sum(rows[s][0] for s in chosen).clone()
-    text = sum(rows[s][1] for s in chosen).clone()
-    if "text" in chosen:
-        text[0] -= 1.0
-    if "image" in chosen:
-        image[0] -= 1.0
+    weights = seed if isinstance(seed, dict) else {"both": {"text": 1.0, "image": 1.0}, "text": {"text": 1.0},
+                                                     "image": {"image": 1.0}}.get(seed)
+    if weights is None:
+        raise ValueError(f"seed must be one of {', '.join(SEEDS[:3])} or a dict of weights, got {seed!r}")
+    own = {"text": relevance["tt"][0] - torch.eye(len(relevance["tt"]))[0], "image": relevance["it"][0]}
+    image_own = {"text": relevance["ti"][0], "image": relevance["ii"][0] - torch.eye(len(relevance["ii"]))[0]}
+    image = sum(w * image_own[s] for s, w in weights.items())
+    text = sum(w * own[s] for s, w in weights.items())
     return image[1:], text
 
 
