@@ -67,7 +67,14 @@ def propagate(weighted: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor
     return {"tt": r_tt, "ii": r_ii, "ti": r_ti, "it": r_it}
 
 
-SEEDS = ("both", "text", "image", "weighted")
+SEEDS = ("both", "text", "image", "weighted")  # "weighted": the caller passes each CLS row's weight as a dict
+
+
+def _without_self(row: torch.Tensor) -> torch.Tensor:
+    """A CLS row of R less the identity the CLS token owes itself (its own index, 0)."""
+    row = row.clone()
+    row[0] -= 1.0
+    return row
 
 
 def read_out(relevance: dict[str, torch.Tensor], seed="both"):
@@ -81,10 +88,11 @@ def read_out(relevance: dict[str, torch.Tensor], seed="both"):
                                                      "image": {"image": 1.0}}.get(seed)
     if weights is None:
         raise ValueError(f"seed must be one of {', '.join(SEEDS[:3])} or a dict of weights, got {seed!r}")
-    own = {"text": relevance["tt"][0] - torch.eye(len(relevance["tt"]))[0], "image": relevance["it"][0]}
-    image_own = {"text": relevance["ti"][0], "image": relevance["ii"][0] - torch.eye(len(relevance["ii"]))[0]}
-    image = sum(w * image_own[s] for s, w in weights.items())
-    text = sum(w * own[s] for s, w in weights.items())
+    # per seeding CLS: (its relevance over the image tokens, over the text tokens)
+    rows = {"text": (relevance["ti"][0], _without_self(relevance["tt"][0])),
+            "image": (_without_self(relevance["ii"][0]), relevance["it"][0])}
+    image = sum(w * rows[s][0] for s, w in weights.items())
+    text = sum(w * rows[s][1] for s, w in weights.items())
     return image[1:], text
 
 
