@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .base import Attribution, Method, register
-from .propagation import SEEDS, fusion_maps, per_sequence, propagate, read_out
+from .propagation import SEED_WEIGHTS, fusion_maps, per_sequence, propagate, read_out
 
 
 WEIGHTINGS = {"absolute": torch.Tensor.abs_, "positive": lambda x: x.clamp_(min=0)}  # in place on a fresh product
@@ -63,8 +63,8 @@ class CoAttentionRelevance(Method):
 
     def attribute(self, model, inputs, target):
         settings = self.settings
-        if settings["seed"] not in SEEDS:
-            raise ValueError(f"seed must be one of {', '.join(SEEDS)}, got {settings['seed']!r}")
+        if settings["seed"] != "weighted" and settings["seed"] not in SEED_WEIGHTS:  # checked before the forward
+            raise ValueError(f"seed must be one of weighted, {', '.join(SEED_WEIGHTS)}, got {settings['seed']!r}")
         weigh = settings["seed"] == "weighted"
         maps, grads, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=weigh)
         metadata = dict(settings)

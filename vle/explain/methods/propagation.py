@@ -67,7 +67,8 @@ def propagate(weighted: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor
     return {"tt": r_tt, "ii": r_ii, "ti": r_ti, "it": r_it}
 
 
-SEEDS = ("both", "text", "image", "weighted")  # "weighted": the caller passes each CLS row's weight as a dict
+# the read-out's named seeds: the weight of each CLS row (a caller may pass its own weights instead)
+SEED_WEIGHTS = {"both": {"text": 1.0, "image": 1.0}, "text": {"text": 1.0}, "image": {"image": 1.0}}
 
 
 def _without_self(row: torch.Tensor) -> torch.Tensor:
@@ -84,10 +85,9 @@ def read_out(relevance: dict[str, torch.Tensor], seed="both"):
     them, ``text`` or ``image`` picks one, and a dict ``{"text": w, "image": w}`` weighs them. The identity a token
     owes itself is removed.
     """
-    weights = seed if isinstance(seed, dict) else {"both": {"text": 1.0, "image": 1.0}, "text": {"text": 1.0},
-                                                     "image": {"image": 1.0}}.get(seed)
+    weights = seed if isinstance(seed, dict) else SEED_WEIGHTS.get(seed)
     if weights is None:
-        raise ValueError(f"seed must be one of {', '.join(SEEDS[:3])} or a dict of weights, got {seed!r}")
+        raise ValueError(f"seed must be one of {', '.join(SEED_WEIGHTS)} or a dict of weights, got {seed!r}")
     # per seeding CLS: (its relevance over the image tokens, over the text tokens)
     rows = {"text": (relevance["ti"][0], _without_self(relevance["tt"][0])),
             "image": (_without_self(relevance["ii"][0]), relevance["it"][0])}
