@@ -108,6 +108,46 @@ def test_recorder_gradients_and_filter(vqa, inputs):
         Recorder(vqa, attentions=["audio"])
 
 
+def test_tapped_attention_has_the_gradients_of_the_eager_attention():
+    """The fusion blocks' in-place backward (used while a recorder keeps gradients) gives the autograd gradients of
+    queries, keys and values, and hands the probabilities' own gradient to the tap."""
+    from vle.modeling_vle import _TappedAttention, attention_probabilities
+
+    generator = torch.Generator().manual_seed(0)
+    query, key, value, weight = (torch.randn(2, 3, n, 8, generator=generator, requires_grad=True)
+                                 for n in (5, 7, 7, 5))
+    mask = torch.zeros(2, 1, 1, 7)
+    mask[1, ..., -2:] = torch.finfo(torch.float32).min  # the second item has two padded keys
+    probs = attention_probabilities(query, key, mask, 8 ** -0.5)
+    probs.retain_grad()
+    (probs @ value * weight).sum().backward()
+    expected = [probs.grad] + [t.grad.clone() for t in (query, key, value)]
+    for t in (query, key, value):
+        t.grad = None
+    tapped = {}
+    out, tapped_probs = _TappedAttention.apply(query, key, value, mask, 8 ** -0.5,
+                                               lambda grad, p: tapped.update(grad=grad.clone(), probs=p))
+    (out * weight).sum().backward()
+    torch.testing.assert_close(tapped_probs, probs.detach())
+    for got, want in zip([tapped["grad"], query.grad, key.grad, value.grad], expected):
+        torch.testing.assert_close(got, want)
+
+
+def test_recorder_backward_equals_a_full_backward(vqa, inputs):
+    with torch.enable_grad(), Recorder(vqa, attentions=("fusion",), hidden=True, grads=True) as full:
+        vqa(**inputs.model_inputs).logits[0, 1].backward()
+    vqa.zero_grad()
+    with torch.enable_grad(), Recorder(vqa, attentions=("fusion",), hidden=True, grads=True) as lean:
+        score = vqa(**inputs.model_inputs).logits[0, 1]
+    lean.backward(score)  # after the block: no parameter gradients, every recorded tensor's gradient
+    assert all(p.grad is None for p in vqa.parameters())
+    assert set(lean.grads) == set(full.grads) == set(lean.names())
+    for name in full.grads:
+        torch.testing.assert_close(lean.grads[name], full.grads[name])
+    with pytest.raises(RuntimeError, match="keeps no gradients"):
+        Recorder(vqa).backward(score)
+
+
 def test_recorder_skips_the_tower_with_image_features(vqa, inputs):
     features = vqa.base_vle.get_image_features(inputs.model_inputs["pixel_values"])
     kwargs = {k: v for k, v in inputs.model_inputs.items() if k != "pixel_values"}

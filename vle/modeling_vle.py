@@ -80,6 +80,46 @@ def attention_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.
     return scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
 
 
+class _TappedAttention(torch.autograd.Function):
+    """softmax(scale · query @ keyᵀ + mask) @ value, whose backward hands the gradient of the probabilities to ``tap``.
+
+    The eager path with gradients, for recorders: the probabilities leave as a non-differentiable output, and their
+    gradient reaches ``tap(grad, probs)`` (which must copy what it keeps: the buffer is reused) inside the backward.
+    Softmax and its backward work in place, so a layer allocates two (len × len) maps instead of four: at 1297 image
+    tokens allocating those maps, not computing them, was most of the time of a backward through the fusion.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, mask, scale: float, tap):
+        probs = (query * scale) @ key.transpose(-1, -2)
+        if mask is not None and bool(mask.ne(0).any()):
+            probs.add_(mask)
+        torch.softmax(probs, dim=-1, out=probs)
+        ctx.save_for_backward(query, key, value, probs)
+        ctx.scale, ctx.tap = scale, tap
+        ctx.mark_non_differentiable(probs)
+        return probs @ value, probs
+
+    @staticmethod
+    def backward(ctx, grad_out, _):
+        query, key, value, probs = ctx.saved_tensors
+        grad_probs = grad_out @ value.transpose(-1, -2)
+        if ctx.tap is not None:
+            ctx.tap(grad_probs, probs)
+        grad_query = grad_key = grad_value = None
+        if ctx.needs_input_grad[2]:
+            grad_value = probs.transpose(-1, -2) @ grad_out
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            # softmax backward in place: dS = A ⊙ dA - A ⊙ rowsum(A ⊙ dA)
+            grad_scores = grad_probs.mul_(probs)
+            grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
+            if ctx.needs_input_grad[0]:
+                grad_query = (grad_scores @ key).mul_(ctx.scale)
+            if ctx.needs_input_grad[1]:
+                grad_key = grad_scores.transpose(-1, -2) @ (query * ctx.scale)
+        return grad_query, grad_key, grad_value, None, None, None
+
+
 class AttentionProbs(nn.Identity):
     """A named point the attention probabilities pass through, so forward hooks can read (and grad hooks can reach)
     them without editing model code. Only used on the eager path."""
@@ -95,6 +135,8 @@ class VLESelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
         self.probs = AttentionProbs()
+        # set by recorders that keep gradients: receives (gradient, probabilities) of this block's attention map
+        self.grad_tap = None
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -105,7 +147,10 @@ class VLESelfAttention(nn.Module):
         (batch, heads, query_len, key_len) on the eager path, else None."""
         query, key, value = self._split(self.query(hidden)), self._split(self.key(context)), self._split(self.value(context))
         dropout = self.dropout_p if self.training else 0.0
-        if eager:
+        if eager and self.grad_tap is not None and not dropout:
+            out, probs = _TappedAttention.apply(query, key, value, context_mask, self.head_dim ** -0.5, self.grad_tap)
+            probs = self.probs(probs)
+        elif eager:
             probs = self.probs(attention_probabilities(query, key, context_mask, self.head_dim ** -0.5))
             out = F.dropout(probs, dropout, self.training) @ value
         else:

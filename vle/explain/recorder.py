@@ -14,12 +14,14 @@ Names and shapes (``batch`` counts sequences: a VCR item with C choices is C seq
 ===============================================  ==============================================
 
 The towers run only when the model computes image features itself: with ``image_features=`` given, no ``vision.*``
-entry appears. Gradients (``grads=True``) land in ``recorder.grads`` under the same names after ``backward()``.
+entry appears. Gradients (``grads=True``) land in ``recorder.grads`` under the same names after a backward pass:
+``recorder.backward(score)`` computes them without parameter gradients; ``score.backward()`` works too.
 
 Without gradients, the CLIP and fusion maps are recorded as their factors (the projected queries and keys and the
 additive mask) and computed on first read, so the model keeps its fused attention kernel and a forward that records
 every map costs little more than a plain one. With ``grads=True`` (or ``detach=False``) the model runs its eager path
-and the maps are the tensors of the forward itself.
+and the maps are the tensors of the forward itself; with ``grads=True`` a fusion block hands the gradient of its map to
+the recorder inside its backward (``grad_tap``), which keeps it whole or, with ``grad_reduce``, reduced.
 
 Example:
     >>> import torch
@@ -66,8 +68,7 @@ def _named_points(model: nn.Module, attentions: Iterable[str], hidden: bool, laz
             if "fusion" in attentions:
                 blocks = (("self_attention", layer.attention.self), ("cross_attention", layer.crossattention.self))
                 for kind, block in blocks:
-                    name = f"fusion.{stream}.{i}.{kind}"
-                    points.append((name, block, "fusion") if lazy else (name, block.probs, "tensor"))
+                    points.append((f"fusion.{stream}.{i}.{kind}", block, "fusion" if lazy else "fusion_eager"))
             if hidden:
                 points.append((f"fusion.{stream}.{i}.hidden", layer, "first"))
     return points
@@ -131,12 +132,14 @@ class Recorder:
     ``attentions``: which attention families to capture (``vision``, ``text``, ``fusion``). ``hidden``: also the
     fusion layer outputs. ``grads``: keep the gradient of every captured tensor (run the forward with gradients on and
     call ``backward``). ``only``: glob patterns of names to keep (e.g. ``"fusion.*"``), to save memory.
+    ``grad_reduce(grad, probs)``: what to keep of each fusion map's gradient (default: all of it), computed inside the
+    backward while the full-size gradient exists, e.g. a head average that is a twelfth of its size.
     Without gradients the attention maps are computed when read (see the module doc); with ``grads=True`` the fusion
     layers and CLIP use their eager attention path inside the block, which materialises probabilities in the graph.
     """
 
     def __init__(self, model: nn.Module, attentions: Iterable[str] = ATTENTION_KINDS, hidden: bool = False,
-                 grads: bool = False, only: Iterable[str] | None = None, detach: bool = True):
+                 grads: bool = False, only: Iterable[str] | None = None, detach: bool = True, grad_reduce=None):
         unknown = set(attentions) - set(ATTENTION_KINDS)
         if unknown:
             raise ValueError(f"unknown attention families {sorted(unknown)}; choose from {', '.join(ATTENTION_KINDS)}")
@@ -146,7 +149,11 @@ class Recorder:
         self.lazy = self.detach  # factors now, maps on read; a map in the autograd graph needs the eager path
         self.tensors = RecordedTensors()
         self.grads: dict[str, torch.Tensor] = {}
+        self.grad_reduce = grad_reduce or (lambda grad, probs: grad.clone())
         self._handles: list = []
+        self._tapped: list = []  # fusion blocks whose grad_tap this recorder set
+        self._tap_names: list[str] = []
+        self._fusion_inputs: list[torch.Tensor] = []  # where a backward must reach for every fusion map's gradient
         self._previous_eager = None
 
     # -- reading ---------------------------------------------------------------------------------------------------
@@ -221,6 +228,39 @@ class Recorder:
         self._handles += [query_proj.register_forward_hook(keep("query")), key_proj.register_forward_hook(keep("key")),
                           module.register_forward_hook(done, with_kwargs=True)]
 
+    def _tap(self, name: str, block: nn.Module) -> None:
+        """Record the eager map of a fusion block and, with gradients, receive its gradient from the block's backward."""
+        self._handles.append(block.probs.register_forward_hook(self._hook(name, "tensor")))
+        if self.keep_grads:
+            def tap(grad, probs, name=name):
+                self.grads[name] = self.grad_reduce(grad, probs).detach()
+            block.grad_tap = tap
+            self._tapped.append(block)
+            self._tap_names.append(name)
+
+    def _keep_fusion_inputs(self) -> None:
+        """Hold the first fusion layer's inputs of both streams: gradients taken down to them pass every fusion map."""
+        def keep(_, args):
+            self._fusion_inputs = [args[0], args[1]]
+        self._handles.append(base_model(self.model).cross_modal_text_layers[0].register_forward_pre_hook(keep))
+
+    def backward(self, score: torch.Tensor) -> None:
+        """Fill ``grads`` with the gradients of ``score`` (a scalar) into every recorded tensor, computing no parameter
+        gradients. Needs ``grads=True`` and a forward with gradients enabled inside the block."""
+        if not self.keep_grads:
+            raise RuntimeError("this recorder keeps no gradients: create it with grads=True")
+        names = [n for n in self.tensors if self.tensors[n].requires_grad]
+        anchors = [t for t in self._fusion_inputs if t.requires_grad]
+        if not names and not anchors:
+            raise RuntimeError("nothing recorded is in the autograd graph: run the forward with gradients enabled "
+                               "inside the recorder's block")
+        values = torch.autograd.grad(score, [self.tensors[n] for n in names] + anchors, allow_unused=True)
+        for name, grad in zip(names, values):
+            self.grads[name] = torch.zeros_like(self.tensors[name]) if grad is None else grad.detach()
+        for name in self._tap_names:  # maps the score does not depend on (their backward never ran)
+            if name not in self.grads:
+                self.grads[name] = self.grad_reduce(torch.zeros_like(self.tensors[name]), self.tensors[name]).detach()
+
     def __enter__(self) -> "Recorder":
         vle = base_model(self.model)
         self._previous_eager = vle.eager_attention
@@ -233,8 +273,12 @@ class Recorder:
                     self._handles.append(module.register_forward_pre_hook(_force_attention_output, with_kwargs=True))
                 if kind in ("clip", "fusion"):
                     self._hook_lazy(name, kind, module)
+                elif kind == "fusion_eager":
+                    self._tap(name, module)
                 else:
                     self._handles.append(module.register_forward_hook(self._hook(name, kind)))
+            if self._tapped:
+                self._keep_fusion_inputs()
         except BaseException:
             self._release()
             raise
@@ -244,6 +288,9 @@ class Recorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for block in self._tapped:
+            block.grad_tap = None
+        self._tapped.clear()
         if self._previous_eager is not None:
             base_model(self.model).eager_attention = self._previous_eager
 
@@ -254,6 +301,7 @@ class Recorder:
     def clear(self) -> None:
         self.tensors.clear()
         self.grads.clear()
+        self._fusion_inputs, self._tap_names = [], []
 
 
 def hook_count(model: nn.Module) -> int:

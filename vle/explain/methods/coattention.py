@@ -27,20 +27,29 @@ from .propagation import SEED_WEIGHTS, fusion_maps, per_sequence, propagate, rea
 WEIGHTINGS = {"absolute": torch.Tensor.abs_, "positive": lambda x: x.clamp_(min=0)}  # in place on a fresh product
 
 
-def gradient_weighted(maps, grads, weighting: str = "absolute", normalize_rows: bool = True):
-    """w(∇A ⊙ A) averaged over heads: per family, per layer, (sequences, query_len, key_len).
+def head_weighted(weighting: str = "absolute"):
+    """w(∇A ⊙ A) averaged over heads, as a recorder's ``grad_reduce``: (sequences, heads, query_len, key_len) gradient
+    and map → (sequences, query_len, key_len). One head at a time, so no second full-size map is allocated.
 
     ``weighting`` keeps the magnitude (``absolute``) or, as Chefer et al., the positive part (``positive``).
-    ``normalize_rows`` scales each query's row to sum to one, as an attention row does, so that a layer whose
-    gradients are larger does not outweigh the others in the propagation.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     keep = WEIGHTINGS[weighting]
-    weighted = {f: [keep(g * a).mean(dim=1) for a, g in zip(maps[f], grads[f])] for f in maps}
-    if normalize_rows:
-        weighted = {f: [m / m.sum(-1, keepdim=True).clamp(min=1e-12) for m in layers] for f, layers in weighted.items()}
-    return weighted
+
+    def reduce(grad, probs):
+        heads = grad.shape[1]
+        total = keep(grad[:, 0] * probs[:, 0])
+        for head in range(1, heads):
+            total += keep(grad[:, head] * probs[:, head])
+        return total.div_(heads)
+    return reduce
+
+
+def rows_normalized(weighted):
+    """Each query's row scaled to sum to one, as an attention row does, so that a layer whose gradients are larger
+    does not outweigh the others in the propagation."""
+    return {f: [m / m.sum(-1, keepdim=True).clamp(min=1e-12) for m in layers] for f, layers in weighted.items()}
 
 
 def relevance_for(weighted, inputs, target, seed):
@@ -58,7 +67,7 @@ class CoAttentionRelevance(Method):
     name = "coattention_relevance"
     signed = False
     # seed: which CLS rows seed the read-out (weighted by each one's share of the target, both equally, text or
-    # image); weighting and normalize_rows: gradient_weighted
+    # image); weighting: head_weighted; normalize_rows: rows_normalized
     options = {"seed": "weighted", "weighting": "absolute", "normalize_rows": True}
 
     def attribute(self, model, inputs, target):
@@ -66,11 +75,14 @@ class CoAttentionRelevance(Method):
         if settings["seed"] != "weighted" and settings["seed"] not in SEED_WEIGHTS:  # checked before the forward
             raise ValueError(f"seed must be one of weighted, {', '.join(SEED_WEIGHTS)}, got {settings['seed']!r}")
         weigh = settings["seed"] == "weighted"
-        maps, grads, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=weigh)
+        reduce = head_weighted(settings["weighting"])  # checks the weighting before the forward
+        _, weighted, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=weigh,
+                                                    grad_reduce=reduce)
         metadata = dict(settings)
         with torch.no_grad():
-            weighted = gradient_weighted(maps, grads, settings["weighting"], settings["normalize_rows"])
-            seed = cls_shares(recorded, inputs, target, len(maps["ts"]) - 1) if weigh else settings["seed"]
+            if settings["normalize_rows"]:
+                weighted = rows_normalized(weighted)
+            seed = cls_shares(recorded, inputs, target, len(weighted["ts"]) - 1) if weigh else settings["seed"]
             image, text = relevance_for(weighted, inputs, target, seed)
         if weigh:
             metadata["cls_shares"] = seed

@@ -17,24 +17,23 @@ FAMILIES = {"ts": "fusion.text.{}.self_attention", "tc": "fusion.text.{}.cross_a
             "is": "fusion.image.{}.self_attention", "ic": "fusion.image.{}.cross_attention"}
 
 
-def fusion_maps(model, inputs, target, grads: bool, hidden: bool = False):
+def fusion_maps(model, inputs, target, grads: bool, hidden: bool = False, grad_reduce=None):
     """Run the model once, recording the fusion attention maps (and, with ``hidden``, the fusion layer outputs).
 
     Returns (maps, grad_maps, output, recorded): ``maps[f]`` and ``grad_maps[f]`` are lists over layers of
-    (sequences, heads, query_len, key_len), the gradients being those of the target score (``grad_maps`` is None
-    without ``grads=True``); ``recorded`` maps every recorded name to (tensor, gradient or None).
+    (sequences, heads, query_len, key_len), the gradients being those of the target score, or what ``grad_reduce``
+    (see ``Recorder``) keeps of them (``grad_maps`` is None without ``grads=True``); ``recorded`` maps every recorded
+    name to (tensor, gradient or None).
     """
-    with torch.set_grad_enabled(grads), Recorder(model, attentions=("fusion",), hidden=hidden, grads=grads) as rec:
+    with torch.set_grad_enabled(grads), Recorder(model, attentions=("fusion",), hidden=hidden, grads=grads,
+                                                 grad_reduce=grad_reduce) as rec:
         output = forward(model, inputs, target)
-    names = rec.names()
-    gradients = dict.fromkeys(names)
     if grads:
-        values = torch.autograd.grad(target.score(output.logits).sum(), [rec[n] for n in names], allow_unused=True)
-        gradients = {n: (torch.zeros_like(rec[n]) if g is None else g) for n, g in zip(names, values)}
+        rec.backward(target.score(output.logits).sum())
     layers = len(model.base_vle.cross_modal_text_layers)
     maps = {f: [rec[p.format(i)].detach() for i in range(layers)] for f, p in FAMILIES.items()}
-    grad_maps = {f: [gradients[p.format(i)] for i in range(layers)] for f, p in FAMILIES.items()} if grads else None
-    recorded = {n: (rec[n].detach(), gradients[n]) for n in names}
+    grad_maps = {f: [rec.grads[p.format(i)] for i in range(layers)] for f, p in FAMILIES.items()} if grads else None
+    recorded = {n: (rec[n].detach(), rec.grads.get(n)) for n in rec.names()}
     return maps, grad_maps, output, recorded
 
 
