@@ -307,16 +307,22 @@ def test_rollout_is_class_agnostic_and_relevance_is_not(vqa, inputs):
 
 
 def test_coattention_weightings(vqa, inputs, tmp_path):
-    """The default keeps |∇A ⊙ A| with rows scaled to one; Chefer et al.'s positive part stays one option away."""
+    """The default keeps |∇A ⊙ A| with rows scaled to one and composes the cross-attention rule; Chefer et al.'s
+    positive part and transposed rule stay options away."""
     default = explain(vqa, inputs, VQAAnswer(0), "coattention_relevance")
-    chefer = explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", weighting="positive", normalize_rows=False)
+    chefer = explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", weighting="positive", normalize_rows=False,
+                     cross_rule="chefer")
     assert (default.metadata["weighting"], default.metadata["normalize_rows"]) == ("absolute", True)
+    assert default.metadata["cross_rule"] == "composed" and chefer.metadata["cross_rule"] == "chefer"
     assert chefer.metadata["weighting"] == "positive" and not np.allclose(default.patch_scores, chefer.patch_scores)
     assert (default.patch_scores >= 0).all() and (chefer.patch_scores >= 0).all()
     default.save(tmp_path / "e.npz")
     assert type(default).load(tmp_path / "e.npz").metadata["normalize_rows"] is True
     with pytest.raises(ValueError, match="weighting must be one of absolute, positive, got 'signed'"):
         explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", weighting="signed")
+    for method in ("coattention_relevance", "rollout"):
+        with pytest.raises(ValueError, match="cross_rule must be one of composed, chefer, got 'lrp'"):
+            explain(vqa, inputs, VQAAnswer(0), method, cross_rule="lrp")
 
 
 def test_raw_attention_options_and_maps(vqa, inputs):

@@ -44,12 +44,26 @@ def _normalized(relevance: torch.Tensor) -> torch.Tensor:
     return accumulated / accumulated.sum(-1, keepdim=True).clamp(min=1e-12) + eye
 
 
-def propagate(weighted: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+# How a cross-attention layer adds to the query stream's relevance over the other stream, R_qk += left(R_qq) Ā R̄_kk:
+# ``chefer``: left = R̄_qqᵀ, the paper's rule; ``composed``: left = R̄_qq, as every other rule composes relevance (a
+# query token's state is built from the tokens in its row of R_qq, and each of those attended to the other stream).
+# ``composed`` points better, for co-attention relevance and rollout alike (pointing game on held-out questions never
+# reported: seed 1,500,000, 200 questions, 0.919 -> 0.939 and 0.924 -> 0.929; seed 1,600,000, 600 questions,
+# 0.907 -> 0.932 and 0.903 -> 0.925), and lowers co-attention relevance's text + AUC (0.384 -> 0.291 on the first 200
+# of those); image + AUC unchanged (0.384). On the evaluation seeds it raises both too, rollout more (see README).
+CROSS_RULES = {"composed": lambda r: _normalized(r), "chefer": lambda r: _normalized(r).T}
+
+
+def propagate(weighted: dict[str, list[torch.Tensor]], cross_rule: str = "composed") -> dict[str, torch.Tensor]:
     """Relevance maps after all fusion layers, for one sequence.
 
     ``weighted[f]`` are per-layer head-aggregated maps (query_len, key_len). Returns R_tt (T, T), R_ii (I, I),
-    R_ti (T, I) and R_it (I, T): how much each token's final state owes to each input token.
+    R_ti (T, I) and R_it (I, T): how much each token's final state owes to each input token. ``cross_rule``: see
+    ``CROSS_RULES``.
     """
+    if cross_rule not in CROSS_RULES:
+        raise ValueError(f"cross_rule must be one of {', '.join(CROSS_RULES)}, got {cross_rule!r}")
+    left = CROSS_RULES[cross_rule]
     text_len, image_len = weighted["tc"][0].shape
     r_tt, r_ii = torch.eye(text_len), torch.eye(image_len)
     r_ti, r_it = torch.zeros(text_len, image_len), torch.zeros(image_len, text_len)
@@ -57,11 +71,11 @@ def propagate(weighted: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor
         old_tt, old_ii, old_ti, old_it = r_tt, r_ii, r_ti, r_it
         # text stream: self-attention, then cross-attention to the previous-layer image stream
         r_tt, r_ti = old_tt + ts @ old_tt, old_ti + ts @ old_ti
-        r_ti = r_ti + _normalized(r_tt).T @ tc @ _normalized(old_ii)
+        r_ti = r_ti + left(r_tt) @ tc @ _normalized(old_ii)
         r_tt = r_tt + tc @ old_it
         # image stream, symmetric, reading the previous-layer text stream
         r_ii, r_it = old_ii + is_ @ old_ii, old_it + is_ @ old_it
-        r_it = r_it + _normalized(r_ii).T @ ic @ _normalized(old_tt)
+        r_it = r_it + left(r_ii) @ ic @ _normalized(old_tt)
         r_ii = r_ii + ic @ old_ti
     return {"tt": r_tt, "ii": r_ii, "ti": r_ti, "it": r_it}
 

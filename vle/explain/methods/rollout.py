@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from .base import Attribution, Method, register
-from .coattention import relevance_for
+from .coattention import check_cross_rule, relevance_for
 from .propagation import fusion_maps
 
 
@@ -15,11 +15,12 @@ from .propagation import fusion_maps
 class AttentionRollout(Method):
     name = "rollout"
     signed = False
-    options = {"seed": "both"}
+    options = {"seed": "both", "cross_rule": "composed"}  # cross_rule: propagation.CROSS_RULES
 
     def attribute(self, model, inputs, target):
+        check_cross_rule(self.settings["cross_rule"])
         maps, _, output, _ = fusion_maps(model, inputs, target, grads=False)
         with torch.no_grad():
             averaged = {f: [a.mean(dim=1) for a in layers] for f, layers in maps.items()}
-            image, text = relevance_for(averaged, inputs, target, self.settings["seed"])
-        return Attribution(image, text, {"seed": self.settings["seed"]}, output.logits)
+            image, text = relevance_for(averaged, inputs, target, self.settings["seed"], self.settings["cross_rule"])
+        return Attribution(image, text, dict(self.settings), output.logits)
