@@ -68,16 +68,20 @@ class VLEHeadOutput(ModelOutput):
 # Fusion building blocks (BERT sub-block names, as in the checkpoints)
 
 
-def attention_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
-                            scale: float) -> torch.Tensor:
-    """softmax(scale · query @ keyᵀ + mask) for (batch, heads, len, head_dim) queries and keys.
-
-    The queries are scaled, not the (query_len, key_len) scores, and the mask is added only where it masks something:
-    at 1297 image tokens those two full-size passes cost more than the attention product itself."""
+def _attention_scores(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scale: float,
+                      in_place: bool = False) -> torch.Tensor:
+    """scale · query @ keyᵀ + mask. The queries are scaled, not the (query_len, key_len) scores, and the mask is added
+    only where it masks something: at 1297 image tokens those two full-size passes cost more than the product."""
     scores = (query * scale) @ key.transpose(-1, -2)
     if mask is not None and bool(mask.ne(0).any()):
-        scores = scores + mask
-    return scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+        scores = scores.add_(mask) if in_place else scores + mask
+    return scores
+
+
+def attention_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+                            scale: float) -> torch.Tensor:
+    """softmax(scale · query @ keyᵀ + mask) for (batch, heads, len, head_dim) queries and keys."""
+    return _attention_scores(query, key, mask, scale).softmax(dim=-1, dtype=torch.float32).to(query.dtype)
 
 
 class _TappedAttention(torch.autograd.Function):
@@ -91,9 +95,7 @@ class _TappedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, mask, scale: float, tap):
-        probs = (query * scale) @ key.transpose(-1, -2)
-        if mask is not None and bool(mask.ne(0).any()):
-            probs.add_(mask)
+        probs = _attention_scores(query, key, mask, scale, in_place=True)
         torch.softmax(probs, dim=-1, out=probs)
         ctx.save_for_backward(query, key, value, probs)
         ctx.scale, ctx.tap = scale, tap

@@ -135,7 +135,8 @@ class Recorder:
     ``grad_reduce(grad, probs)``: what to keep of each fusion map's gradient (default: all of it), computed inside the
     backward while the full-size gradient exists, e.g. a head average that is a twelfth of its size.
     Without gradients the attention maps are computed when read (see the module doc); with ``grads=True`` the fusion
-    layers and CLIP use their eager attention path inside the block, which materialises probabilities in the graph.
+    layers and CLIP use their eager attention path inside the block: CLIP's maps are in the autograd graph, and the
+    fusion blocks hand their maps' gradients to the recorder from inside their backward.
     """
 
     def __init__(self, model: nn.Module, attentions: Iterable[str] = ATTENTION_KINDS, hidden: bool = False,

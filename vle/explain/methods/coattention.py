@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from .base import Attribution, Method, register
-from .propagation import CROSS_RULES, SEED_WEIGHTS, fusion_maps, per_sequence, propagate, read_out
+from .propagation import SEED_WEIGHTS, check_cross_rule, fusion_maps, per_sequence, propagate, read_out
 
 
 WEIGHTINGS = {"absolute": torch.Tensor.abs_, "positive": lambda x: x.clamp_(min=0)}  # in place on a fresh product
@@ -54,11 +54,6 @@ def rows_normalized(weighted):
     return {f: [m / m.sum(-1, keepdim=True).clamp(min=1e-12) for m in layers] for f, layers in weighted.items()}
 
 
-def check_cross_rule(rule: str) -> None:
-    if rule not in CROSS_RULES:  # checked before the forward
-        raise ValueError(f"cross_rule must be one of {', '.join(CROSS_RULES)}, got {rule!r}")
-
-
 def relevance_for(weighted, inputs, target, seed, cross_rule: str = "composed"):
     """Image relevance summed over the target's sequences; text relevance of its first sequence."""
     image, text = None, None
@@ -81,7 +76,7 @@ class CoAttentionRelevance(Method):
         settings = self.settings
         if settings["seed"] != "weighted" and settings["seed"] not in SEED_WEIGHTS:  # checked before the forward
             raise ValueError(f"seed must be one of weighted, {', '.join(SEED_WEIGHTS)}, got {settings['seed']!r}")
-        check_cross_rule(settings["cross_rule"])
+        check_cross_rule(settings["cross_rule"])  # before the forward
         weigh = settings["seed"] == "weighted"
         reduce = head_weighted(settings["weighting"])  # checks the weighting before the forward
         _, weighted, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=weigh,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from .base import Attribution, Method, register
-from .coattention import check_cross_rule, relevance_for
-from .propagation import fusion_maps
+from .coattention import relevance_for
+from .propagation import check_cross_rule, fusion_maps
 
 
 @register
