@@ -325,6 +325,16 @@ def test_coattention_weightings(vqa, inputs, tmp_path):
             explain(vqa, inputs, VQAAnswer(0), method, cross_rule="lrp")
 
 
+def test_coattention_weighs_cross_attention_by_default(vqa, inputs):
+    """Only the cross-attention maps are gradient-weighted by default; Chefer et al. weigh every map."""
+    default = explain(vqa, inputs, VQAAnswer(0), "coattention_relevance")
+    every = explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", gradient_weighted="all")
+    assert default.metadata["gradient_weighted"] == "cross" and every.metadata["gradient_weighted"] == "all"
+    assert not np.allclose(default.patch_scores, every.patch_scores)
+    with pytest.raises(ValueError, match="gradient_weighted must be one of cross, all, got 'self'"):
+        explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", gradient_weighted="self")
+
+
 def test_raw_attention_options_and_maps(vqa, inputs):
     e = explain(vqa, inputs, VQAAnswer(0), "raw_attention", layer=0, head=2)
     assert e.metadata["text_to_image"].shape == (2, 4, inputs.text_len, 17)
