@@ -1,10 +1,10 @@
 """Gradient-weighted co-attention relevance (Chefer, Gur, Wolf, ICCV 2021), adapted to VLE.
 
 Each fusion cross-attention map is weighted by its gradient with respect to the target and averaged over attention
-heads, each self-attention map averaged over heads, then all are propagated through both streams layer by layer (``propagation.propagate``) and read out from both CLS tokens,
-because VLE's pooler concatenates them: each CLS row counts in proportion to its share of the target, |∇h · h| of its
-final state (``cls_shares``). Needs no gradient into the towers, so a new question about the same image reuses its
-image features. Unsigned.
+heads, each self-attention map is averaged over heads, and all are propagated through both streams layer by layer
+(``propagation.propagate``) and read out from both CLS tokens, because VLE's pooler concatenates them: each CLS row
+counts in proportion to its share of the target, |∇h · h| of its final state (``cls_shares``). Needs no gradient into
+the towers, so a new question about the same image reuses its image features. Unsigned.
 
 Five adaptations, all options, chosen on held-out questions of seeds 1,500,000 to 1,800,000 (not evaluation seeds):
 - only the cross-attention maps, where one stream reads the other, are weighted by their gradients; the self-attention
@@ -98,8 +98,9 @@ class CoAttentionRelevance(Method):
         with torch.no_grad():
             if settings["normalize_rows"]:
                 weighted = rows_normalized(weighted)
-            for family in set(weighted) - set(GRADIENT_WEIGHTED[settings["gradient_weighted"]]):
-                weighted[family] = [a.mean(dim=1) for a in maps[family]]
+            for family in weighted:
+                if family not in GRADIENT_WEIGHTED[settings["gradient_weighted"]]:
+                    weighted[family] = [a.mean(dim=1) for a in maps[family]]
             seed = cls_shares(recorded, inputs, target, len(weighted["ts"]) - 1) if weigh else settings["seed"]
             image, text = relevance_for(weighted, inputs, target, seed, settings["cross_rule"])
         if weigh:
