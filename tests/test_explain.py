@@ -12,7 +12,8 @@ from captum.attr import IntegratedGradients as CaptumIG
 from vle import VLEConfig, VLEForPBC, VLEForPretraining, VLEForVCRQ2A, VLEForVQA
 from vle.explain import (METHODS, ExplainInputs, Explainer, Explanation, ITMMatch, PBCPhrase, Recorder, TargetForward,
                          VCRChoice, VCRContrast, VQAAnswer, VQAContrast, explain, hook_count, merge_words)
-from vle.explain.methods.propagation import propagate, read_out
+from vle.explain.methods.coattention import head_weighted, rows_normalized
+from vle.explain.methods.propagation import fusion_maps, propagate, read_out
 from vle.testing import tiny_processor
 from vle.vcr import build_vcr_inputs
 
@@ -331,6 +332,15 @@ def test_coattention_weighs_cross_attention_by_default(vqa, inputs):
     every = explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", gradient_weighted="all")
     assert default.metadata["gradient_weighted"] == "cross" and every.metadata["gradient_weighted"] == "all"
     assert not np.allclose(default.patch_scores, every.patch_scores)
+    # by hand: |∇A ⊙ A| over heads, rows to one, for the cross maps; the head mean for the self maps; text-CLS seed
+    maps, weighted, _, _ = fusion_maps(vqa, inputs, VQAAnswer(0), grads=True, grad_reduce=head_weighted())
+    weighted = rows_normalized(weighted)
+    by_hand = {f: [a[0].mean(0) for a in maps[f]] if f in ("ts", "is") else [m[0] for m in weighted[f]]
+               for f in maps}
+    image, _ = read_out(propagate(by_hand), "text")
+    text_seeded = explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", seed="text")
+    np.testing.assert_allclose(text_seeded.patch_scores.reshape(-1), image.clamp(min=0).numpy(), rtol=1e-5,
+                               atol=1e-7)
     with pytest.raises(ValueError, match="gradient_weighted must be one of cross, all, got 'self'"):
         explain(vqa, inputs, VQAAnswer(0), "coattention_relevance", gradient_weighted="self")
 
