@@ -268,3 +268,21 @@ def test_shipped_vqa_model_on_a_small_held_out_sample():
     assert nonrelational >= 0.95, by_family
     assert relational >= 0.9, by_family
     assert by_family["left_of"] >= 0.9 and by_family["above"] >= 0.9, by_family
+
+
+def test_training_time_benchmark_projects_every_stage():
+    """benchmarks/bench_train.py times the real training step of each stage (from the shipped checkpoints where a
+    stage starts from an earlier one) and projects the recipe's time."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_train.py"), "--steps", "1", "--threads",
+                           "1"], capture_output=True, text=True, cwd=root, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    for stage in RECIPES["full"].stages:
+        assert any(line.strip().startswith(f"{stage.name} steps") for line in lines), done.stdout
+    assert "joint steps 4000-9000" in done.stdout  # the pointer losses' phase is timed apart
+    total = next(line for line in lines if "projected total" in line)
+    assert float(total.split()[2]) > 0

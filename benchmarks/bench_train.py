@@ -1,0 +1,95 @@
+"""Projected wall time of a shapes-world training recipe on this machine, from a few timed steps of each stage.
+
+The full recipe must finish within 60 minutes on 2 CPU cores, and this machine's speed varies from day to day by
+10-20%: this measures today's speed in about a minute instead of an hour. Each stage runs its real training step
+(batch, losses, backward, clipping, AdamW) on its real objectives, starting from the shipped checkpoints where the
+stage starts from an earlier one; stages whose pointer losses switch on part-way are timed in both phases. The
+projection is steps x seconds per step, plus the scene pool scaled from a 500-scene sample.
+
+Usage: python benchmarks/bench_train.py [--recipe full|teaching] [--steps N] [--threads T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from vle.hub import resolve_model_path
+from vle.processing_vle import VLEProcessor
+from vle.shapes import train as T
+from vle.shapes.data import ScenePool
+from vle.shapes.evaluate import SHIPPED
+
+
+def shipped_runs(folder: str, stages) -> None:
+    """``folder/<stage>/<task>`` links to the shipped checkpoints, for every stage a later one starts from."""
+    for stage in {s.init_from for s in stages if s.init_from}:
+        os.makedirs(os.path.join(folder, stage))
+        for task, name in SHIPPED.items():
+            os.symlink(resolve_model_path(name), os.path.join(folder, stage, task))
+
+
+def seconds_per_step(stage, config, pool, processor, folder: str, start: int, steps: int) -> float:
+    """Mean seconds of a training step over ``steps`` steps from step ``start`` (after two untimed warm-up steps)."""
+    models = T._models_for(stage, config, folder)
+    aux = T._Auxiliary(stage, config, processor, folder)
+    trained = torch.nn.ModuleDict({**{t.replace("-", "_"): m.train() for t, m in models.items()}, "aux": aux})
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=stage.lr)
+
+    def step(s: int) -> None:
+        losses = T._loss(stage, stage.schedule[s % len(stage.schedule)], models, aux, pool, processor,
+                         np.random.default_rng([0, s]), s)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+        optimizer.step()
+
+    for s in range(start, start + 2):
+        step(s)
+    began = time.perf_counter()
+    for s in range(start + 2, start + 2 + steps):
+        step(s)
+    return (time.perf_counter() - began) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="full", choices=[r for r in T.RECIPES if r != "smoke"])
+    parser.add_argument("--steps", type=int, default=32, help="timed steps per stage phase")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    torch.set_num_threads(args.threads)
+    plan = T.RECIPES[args.recipe]
+    processor = VLEProcessor.from_pretrained(resolve_model_path(SHIPPED["vqa"]))
+    config = T.shapes_config(len(processor.tokenizer), plan.hidden, plan.layers)
+    began = time.perf_counter()
+    pool = ScenePool(0, 500, T.IMAGE_SIZE)
+    data = (time.perf_counter() - began) * plan.pool_size / 500
+    print(f"torch {torch.__version__}, {args.threads} threads; recipe {args.recipe!r}, {args.steps} timed steps per "
+          "stage phase")
+    print(f"  {'scenes':28s} {data:7.0f} s  ({plan.pool_size} scenes)")
+    total = data
+    with tempfile.TemporaryDirectory() as folder:
+        shipped_runs(folder, plan.stages)
+        for stage in plan.stages:
+            phases = [(0, min(stage.pointer_from, stage.steps))] if stage.pointer_from else []
+            phases.append((stage.pointer_from, stage.steps - stage.pointer_from))
+            seconds = 0.0
+            for start, count in phases:
+                per_step = seconds_per_step(stage, config, pool, processor, folder, start, args.steps)
+                seconds += count * per_step
+                label = f"{stage.name} steps {start}-{start + count}"
+                print(f"  {label:28s} {count * per_step:7.0f} s  ({1 / per_step:.2f} steps/s)", flush=True)
+            total += seconds
+    print(f"  {'projected total':28s} {total:7.0f} s  = {int(total // 60)}:{int(total % 60):02d}")
+
+
+if __name__ == "__main__":
+    main()
