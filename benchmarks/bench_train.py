@@ -16,7 +16,6 @@ import os
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from vle.hub import resolve_model_path
@@ -41,19 +40,11 @@ def seconds_per_step(stage, config, pool, processor, folder: str, start: int, st
     trained = torch.nn.ModuleDict({**{t.replace("-", "_"): m.train() for t, m in models.items()}, "aux": aux})
     optimizer = torch.optim.AdamW(trained.parameters(), lr=stage.lr)
 
-    def step(s: int) -> None:
-        losses = T._loss(stage, stage.schedule[s % len(stage.schedule)], models, aux, pool, processor,
-                         np.random.default_rng([0, s]), s)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
-        optimizer.step()
-
     for s in range(start, start + 2):
-        step(s)
+        T.train_step(stage, models, aux, trained, optimizer, pool, processor, 0, s)
     began = time.perf_counter()
     for s in range(start + 2, start + 2 + steps):
-        step(s)
+        T.train_step(stage, models, aux, trained, optimizer, pool, processor, 0, s)
     return (time.perf_counter() - began) / steps
 
 

@@ -251,6 +251,19 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def train_step(stage: Stage, models: dict, aux: _Auxiliary, trained: torch.nn.Module, optimizer, pool: ScenePool,
+               processor, seed: int, step: int) -> dict[str, torch.Tensor]:
+    """One optimizer step of ``stage`` at ``step`` (its objective is ``schedule[step % len(schedule)]``); returns
+    the losses. The batch is a function of (seed, step), so a resumed run repeats it exactly."""
+    rng = np.random.default_rng([seed, step])
+    losses = _loss(stage, stage.schedule[step % len(stage.schedule)], models, aux, pool, processor, rng, step)
+    optimizer.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+    optimizer.step()
+    return losses
+
+
 def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out_dir: str, seed: int = 0,
                 checkpoint_every: int = 200) -> dict[str, str]:
     """Train one stage (resuming from its train_state.pt if present); returns the folder of each task's model."""
@@ -277,12 +290,7 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
     smoothed: dict[str, float] = {}
     bar = tqdm(range(start, stage.steps), desc=f"train {stage.name}", initial=start, total=stage.steps)
     for step in bar:
-        rng = np.random.default_rng([seed, step])  # the batch is a function of (seed, step): resumes exactly
-        losses = _loss(stage, stage.schedule[step % len(stage.schedule)], models, aux, pool, processor, rng, step)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
-        optimizer.step()
+        losses = train_step(stage, models, aux, trained, optimizer, pool, processor, seed, step)
         scheduler.step()
         for name, loss in losses.items():
             value = loss.item()
