@@ -149,6 +149,20 @@ def test_recorder_backward_equals_a_full_backward(vqa, inputs):
         Recorder(vqa).backward(score)
 
 
+def test_recorder_keeps_only_the_gradients_asked_for(vqa, inputs):
+    with torch.enable_grad(), Recorder(vqa, attentions=("fusion",), hidden=True, grads=True) as every:
+        score = vqa(**inputs.model_inputs).logits[0, 1]
+    every.backward(score)
+    with torch.enable_grad(), Recorder(vqa, attentions=("fusion",), hidden=True, grads=True,
+                                       grads_of=["fusion.*.cross_attention", "fusion.image.1.hidden"]) as some:
+        score = vqa(**inputs.model_inputs).logits[0, 1]
+    some.backward(score)
+    assert set(some.names()) == set(every.names())  # every map is still recorded
+    assert set(some.grads) == {n for n in every.grads if n.endswith("cross_attention")} | {"fusion.image.1.hidden"}
+    for name in some.grads:
+        torch.testing.assert_close(some.grads[name], every.grads[name])
+
+
 def test_recorder_skips_the_tower_with_image_features(vqa, inputs):
     features = vqa.base_vle.get_image_features(inputs.model_inputs["pixel_values"])
     kwargs = {k: v for k, v in inputs.model_inputs.items() if k != "pixel_values"}

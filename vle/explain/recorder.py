@@ -117,6 +117,10 @@ class RecordedTensors(MutableMapping):
         return name in self._items
 
 
+def _ignore_gradient(grad, probs) -> None:
+    """The grad_tap of a fusion block whose map's gradient the recorder does not keep."""
+
+
 def _force_attention_output(module, args, kwargs):
     """DeBERTa's attention returns its probabilities only when asked; ask, without touching the caller's flag."""
     if len(args) >= 3:
@@ -133,19 +137,22 @@ class Recorder:
     fusion layer outputs. ``grads``: keep the gradient of every captured tensor (run the forward with gradients on and
     call ``backward``). ``only``: glob patterns of names to keep (e.g. ``"fusion.*"``), to save memory.
     ``grad_reduce(grad, probs)``: what to keep of each fusion map's gradient (default: all of it), computed inside the
-    backward while the full-size gradient exists, e.g. a head average that is a twelfth of its size.
+    backward while the full-size gradient exists, e.g. a head average that is a twelfth of its size. ``grads_of``: glob
+    patterns of the names whose gradients to keep (default: every recorded name); the others are recorded without.
     Without gradients the attention maps are computed when read (see the module doc); with ``grads=True`` the fusion
     layers and CLIP use their eager attention path inside the block: CLIP's maps are in the autograd graph, and the
     fusion blocks hand their maps' gradients to the recorder from inside their backward.
     """
 
     def __init__(self, model: nn.Module, attentions: Iterable[str] = ATTENTION_KINDS, hidden: bool = False,
-                 grads: bool = False, only: Iterable[str] | None = None, detach: bool = True, grad_reduce=None):
+                 grads: bool = False, only: Iterable[str] | None = None, detach: bool = True, grad_reduce=None,
+                 grads_of: Iterable[str] | None = None):
         unknown = set(attentions) - set(ATTENTION_KINDS)
         if unknown:
             raise ValueError(f"unknown attention families {sorted(unknown)}; choose from {', '.join(ATTENTION_KINDS)}")
         self.model, self.attentions, self.hidden, self.keep_grads = model, tuple(attentions), hidden, grads
         self.only = tuple(only) if only is not None else None
+        self.grads_of = tuple(grads_of) if grads_of is not None else None
         self.detach = detach and not grads
         self.lazy = self.detach  # factors now, maps on read; a map in the autograd graph needs the eager path
         self.tensors = RecordedTensors()
@@ -188,11 +195,14 @@ class Recorder:
     def _wanted(self, name: str) -> bool:
         return self.only is None or any(fnmatch.fnmatch(name, p) for p in self.only)
 
+    def _grad_wanted(self, name: str) -> bool:
+        return self.keep_grads and (self.grads_of is None or any(fnmatch.fnmatch(name, p) for p in self.grads_of))
+
     def _store(self, name: str, tensor: torch.Tensor | None) -> None:
         if tensor is None:
             return
         self.tensors[name] = tensor.detach() if self.detach else tensor
-        if self.keep_grads and tensor.requires_grad:
+        if self._grad_wanted(name) and tensor.requires_grad:
             def keep(grad, name=name):
                 self.grads[name] = grad.detach()
             tensor.register_hook(keep)
@@ -232,12 +242,13 @@ class Recorder:
     def _tap(self, name: str, block: nn.Module) -> None:
         """Record the eager map of a fusion block and, with gradients, receive its gradient from the block's backward."""
         self._handles.append(block.probs.register_forward_hook(self._hook(name, "tensor")))
-        if self.keep_grads:
+        if self.keep_grads:  # a block without gradients to keep still takes the tapped path: its softmax is in place
             def tap(grad, probs, name=name):
                 self.grads[name] = self.grad_reduce(grad, probs).detach()
-            block.grad_tap = tap
+            block.grad_tap = tap if self._grad_wanted(name) else _ignore_gradient
             self._tapped.append(block)
-            self._tap_names.append(name)
+            if self._grad_wanted(name):
+                self._tap_names.append(name)
 
     def _keep_fusion_inputs(self) -> None:
         """Hold the first fusion layer's inputs of both streams: gradients taken down to them pass every fusion map."""
@@ -250,7 +261,7 @@ class Recorder:
         gradients. Needs ``grads=True`` and a forward with gradients enabled inside the block."""
         if not self.keep_grads:
             raise RuntimeError("this recorder keeps no gradients: create it with grads=True")
-        names = [n for n in self.tensors if self.tensors[n].requires_grad]
+        names = [n for n in self.tensors if self._grad_wanted(n) and self.tensors[n].requires_grad]
         anchors = [t for t in self._fusion_inputs if t.requires_grad]
         if not names and not anchors:
             raise RuntimeError("nothing recorded is in the autograd graph: run the forward with gradients enabled "

@@ -93,14 +93,13 @@ class CoAttentionRelevance(Method):
         weigh = settings["seed"] == "weighted"
         reduce = head_weighted(settings["weighting"])  # checks the weighting before the forward
         maps, weighted, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=weigh,
-                                                       grad_reduce=reduce)
+                                                       grad_reduce=reduce,
+                                                       grad_families=GRADIENT_WEIGHTED[settings["gradient_weighted"]])
         metadata = dict(settings)
         with torch.no_grad():
             if settings["normalize_rows"]:
                 weighted = rows_normalized(weighted)
-            for family in weighted:
-                if family not in GRADIENT_WEIGHTED[settings["gradient_weighted"]]:
-                    weighted[family] = [a.mean(dim=1) for a in maps[family]]
+            weighted.update({f: [a.mean(dim=1) for a in layers] for f, layers in maps.items() if f not in weighted})
             seed = cls_shares(recorded, inputs, target, len(weighted["ts"]) - 1) if weigh else settings["seed"]
             image, text = relevance_for(weighted, inputs, target, seed, settings["cross_rule"])
         if weigh:

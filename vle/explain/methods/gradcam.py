@@ -31,7 +31,8 @@ class GradCAM(Method):
         if not -layers <= layer < layers:
             raise ValueError(f"layer {layer} is out of range: the fusion has {layers} layers")
         layer %= layers
-        _, _, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=True)
+        # the hidden states' gradients only: the attention maps' gradients are not kept
+        _, _, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=True, grad_families=())
         image_states, image_grad = recorded[f"fusion.image.{layer}.hidden"]  # (sequences, image_len, H) each
         text_states, text_grad = recorded[f"fusion.text.{layer}.hidden"]  # (sequences, text_len, H) each
         sequences = inputs.flat_sequence_ids(target)

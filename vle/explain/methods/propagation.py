@@ -17,22 +17,24 @@ FAMILIES = {"ts": "fusion.text.{}.self_attention", "tc": "fusion.text.{}.cross_a
             "is": "fusion.image.{}.self_attention", "ic": "fusion.image.{}.cross_attention"}
 
 
-def fusion_maps(model, inputs, target, grads: bool, hidden: bool = False, grad_reduce=None):
+def fusion_maps(model, inputs, target, grads: bool, hidden: bool = False, grad_reduce=None,
+                grad_families=tuple(FAMILIES)):
     """Run the model once, recording the fusion attention maps (and, with ``hidden``, the fusion layer outputs).
 
     Returns (maps, grad_maps, output, recorded): ``maps[f]`` and ``grad_maps[f]`` are lists over layers of
     (sequences, heads, query_len, key_len), the gradients being those of the target score, or what ``grad_reduce``
-    (see ``Recorder``) keeps of them (``grad_maps`` is None without ``grads=True``); ``recorded`` maps every recorded
-    name to (tensor, gradient or None).
+    (see ``Recorder``) keeps of them, for the families ``grad_families`` (``grad_maps`` is None without
+    ``grads=True``); ``recorded`` maps every recorded name to (tensor, gradient or None).
     """
+    grads_of = [FAMILIES[f].format("*") for f in grad_families] + ["fusion.*.hidden"]
     with torch.set_grad_enabled(grads), Recorder(model, attentions=("fusion",), hidden=hidden, grads=grads,
-                                                 grad_reduce=grad_reduce) as rec:
+                                                 grad_reduce=grad_reduce, grads_of=grads_of) as rec:
         output = forward(model, inputs, target)
     if grads:
         rec.backward(target.score(output.logits).sum())
     layers = len(model.base_vle.cross_modal_text_layers)
     maps = {f: [rec[p.format(i)].detach() for i in range(layers)] for f, p in FAMILIES.items()}
-    grad_maps = {f: [rec.grads[p.format(i)] for i in range(layers)] for f, p in FAMILIES.items()} if grads else None
+    grad_maps = {f: [rec.grads[FAMILIES[f].format(i)] for i in range(layers)] for f in grad_families} if grads else None
     recorded = {n: (rec[n].detach(), rec.grads.get(n)) for n in rec.names()}
     return maps, grad_maps, output, recorded
 
