@@ -35,11 +35,7 @@ def shipped_runs(folder: str, stages) -> None:
 
 def seconds_per_step(stage, config, pool, processor, folder: str, start: int, steps: int) -> float:
     """Mean seconds of a training step over ``steps`` steps from step ``start`` (after two untimed warm-up steps)."""
-    models = T._models_for(stage, config, folder)
-    aux = T._Auxiliary(stage, config, processor, folder)
-    trained = torch.nn.ModuleDict({**{t.replace("-", "_"): m.train() for t, m in models.items()}, "aux": aux})
-    optimizer = torch.optim.AdamW(trained.parameters(), lr=stage.lr)
-
+    models, aux, trained, optimizer = T.stage_modules(stage, config, processor, folder)
     for s in range(start, start + 2):
         T.train_step(stage, models, aux, trained, optimizer, pool, processor, 0, s)
     began = time.perf_counter()

@@ -251,6 +251,16 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def stage_modules(stage: Stage, config: VLEConfig, processor, out_dir: str):
+    """(models by task, auxiliary modules, everything trained as one module, its AdamW) for a stage, in training mode;
+    an ``init_from`` stage starts from ``out_dir/<init_from>/``."""
+    models = _models_for(stage, config, out_dir)
+    aux = _Auxiliary(stage, config, processor, out_dir)
+    trained = torch.nn.ModuleDict({**{t.replace("-", "_"): m.train() for t, m in models.items()}, "aux": aux})
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=stage.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    return models, aux, trained, optimizer
+
+
 def train_step(stage: Stage, models: dict, aux: _Auxiliary, trained: torch.nn.Module, optimizer, pool: ScenePool,
                processor, seed: int, step: int) -> dict[str, torch.Tensor]:
     """One optimizer step of ``stage`` at ``step`` (its objective is ``schedule[step % len(schedule)]``); returns
@@ -273,10 +283,7 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
     if all(os.path.isfile(os.path.join(f, "config.json")) for f in folders.values()) and not os.path.isfile(state_path):
         return folders  # finished earlier
     torch.manual_seed(seed)
-    models = _models_for(stage, config, out_dir)
-    aux = _Auxiliary(stage, config, processor, out_dir)
-    trained = torch.nn.ModuleDict({**{t.replace("-", "_"): m.train() for t, m in models.items()}, "aux": aux})
-    optimizer = torch.optim.AdamW(trained.parameters(), lr=stage.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    models, aux, trained, optimizer = stage_modules(stage, config, processor, out_dir)
     warmup = max(1, stage.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, stage.steps, warmup))
     start = 0
