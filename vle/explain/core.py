@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .inputs import ExplainInputs, ImageFeatureCache, forward, merge_words
+from .inputs import ExplainInputs, ImageFeatureCache, forward, merge_words, model_device
 from .methods import METHODS, get_method
 from .result import Explanation
 from .targets import ITMMatch, PBCPhrase, VQAAnswer, model_heads, vqa_answer
@@ -30,7 +30,8 @@ def explain(model, inputs: ExplainInputs, target, method: str = "coattention_rel
     """Explain ``target`` on ``inputs`` with the registered ``method`` (options are the method's keyword options).
 
     Methods that need no gradient into the image tower run on cached image features (``cache``, or features already
-    on ``inputs``), so asking a new question about the same image skips the tower.
+    on ``inputs``), so asking a new question about the same image skips the tower. The method runs where the model's
+    weights are (``inputs`` are moved there); the scores come back as numpy arrays.
     """
     target.check(model)
     runner = get_method(method, **options)
@@ -38,6 +39,7 @@ def explain(model, inputs: ExplainInputs, target, method: str = "coattention_rel
     if model.training:
         raise ValueError("put the model in eval mode (model.eval()): dropout makes explanations random")
     started = time.perf_counter()
+    inputs = inputs.to(model_device(model))
     if runner.needs_image_tower:
         inputs = replace(inputs, image_features=None)
     elif inputs.image_features is None:  # the tower runs once, without gradient; a cache keeps it for later
@@ -58,7 +60,7 @@ def package(model, inputs, target, runner, attribution, seconds: float) -> Expla
     sequence = shown.flat_sequence_ids(target)[0]
     mask = shown.model_inputs.get("attention_mask")
     if mask is not None:
-        mask = (mask[0, sequence] if shown.is_vcr else mask[0]).bool().numpy()
+        mask = (mask[0, sequence] if shown.is_vcr else mask[0]).bool().cpu().numpy()
     text = np.asarray(attribution.text, dtype=np.float64)
     text = text[mask] if mask is not None else text
     words, word_scores, word_of_token = merge_words(shown.tokens, text, shown.special_tokens)
@@ -82,7 +84,7 @@ class Explainer:
         self.cache = ImageFeatureCache(cache_size)
 
     def inputs(self, image, text: str) -> ExplainInputs:
-        return ExplainInputs.build(self.processor, image, text)
+        return ExplainInputs.build(self.processor, image, text).to(model_device(self.model))
 
     def default_target(self, inputs: ExplainInputs):
         """The top VQA answer, the ITM match, or the PBC phrase, whichever head the model has first."""

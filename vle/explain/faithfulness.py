@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..shapes.world import object_patches, patch_coverage
 from .core import explain
-from .inputs import ExplainInputs, ImageFeatureCache, background_fill
+from .inputs import ExplainInputs, ImageFeatureCache, background_fill, model_device
 from .targets import vqa_answer
 from .wrapper import TargetForward
 
@@ -59,7 +59,7 @@ def perturbation_curve(model, inputs: ExplainInputs, target, scores: np.ndarray,
         ids = inputs.model_inputs["input_ids"][0].tolist()
         content = np.array([i for i, token in enumerate(ids) if token not in inputs.special_ids])
         ranked = content[removal_order(np.asarray(scores)[content], order)]
-        keep = torch.ones(len(fractions), len(ids))
+        keep = torch.ones(len(fractions), len(ids), device=inputs.model_inputs["input_ids"].device)
         for row, fraction in enumerate(fractions):
             keep[row, ranked[: int(round(fraction * len(ranked)))]] = 0.0
         call = dict(text_keep=keep)
@@ -67,8 +67,9 @@ def perturbation_curve(model, inputs: ExplainInputs, target, scores: np.ndarray,
         raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
     with torch.no_grad():
         logits = forward.logits(**call)
-    probability = target.probability(logits).numpy()
-    correct = (logits.argmax(-1) == truth).float().numpy() if truth is not None else np.full(len(fractions), np.nan)
+    probability = target.probability(logits).cpu().numpy()
+    correct = (logits.argmax(-1) == truth).float().cpu().numpy() if truth is not None \
+        else np.full(len(fractions), np.nan)
     return {"fractions": np.asarray(fractions), "probability": probability, "correct": correct}
 
 
@@ -122,6 +123,7 @@ def faithfulness(seed: int | None = None, n: int = 40, methods=FAITHFULNESS_METH
     rows, cache = defaultdict(lambda: defaultdict(list)), ImageFeatureCache()
     for scene, example, inputs in tqdm(examples(seed, n, processor), total=n, desc="faithfulness",
                                        disable=not progress):
+        inputs = inputs.to(model_device(model))
         inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
         with torch.no_grad():
             predicted = int(TargetForward(model, inputs, vqa_answer(model, 0)).logits().argmax())

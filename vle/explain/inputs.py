@@ -23,6 +23,11 @@ import torch
 _TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def model_device(model) -> torch.device:
+    """Where the model's weights are: explanations run there."""
+    return next(model.parameters()).device
+
+
 def background_fill(pixel_values: torch.Tensor) -> torch.Tensor:
     """What removed pixels are set to: each image's per-channel median colour, spread over the image (same shape as
     ``pixel_values``). In the shapes world that is the background, so a removed patch shows nothing; CLIP's mean
@@ -61,6 +66,12 @@ class ExplainInputs:
         tokenizer = processor.tokenizer
         return cls(inputs, pieces[0], pieces if ids.dim() == 3 else (), frozenset(tokenizer.all_special_tokens),
                    frozenset(tokenizer.all_special_ids))
+
+    def to(self, device) -> "ExplainInputs":
+        """The same example with its tensors (and cached image features) on ``device``."""
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.model_inputs.items()}
+        features = None if self.image_features is None else self.image_features.to(device)
+        return replace(self, model_inputs=moved, image_features=features)
 
     # -- shape facts -----------------------------------------------------------------------------------------------
 

@@ -11,16 +11,32 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 METHODS: dict[str, type["Method"]] = {}
 
 
+def as_numpy(value):
+    """A tensor, on whatever device and in whatever float type the model runs, as a numpy array (floats as float32);
+    anything else unchanged."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach().cpu()
+    return (value.float() if value.is_floating_point() else value).numpy()
+
+
 @dataclass
 class Attribution:
+    """Scores as numpy arrays: tensors given for ``image``, ``text`` or metadata values are brought to the CPU."""
+
     image: np.ndarray  # (patches + boxes,)
     text: np.ndarray  # (text_len,) of the explained sequence, padding included
     metadata: dict = field(default_factory=dict)
     logits: object = None  # the head's logits on the unperturbed input, when the method computed them anyway
+
+    def __post_init__(self):
+        self.image, self.text = as_numpy(self.image), as_numpy(self.text)
+        self.metadata = {key: as_numpy(value) for key, value in self.metadata.items()}
 
 
 class Method:

@@ -68,7 +68,7 @@ def relevance_for(weighted, inputs, target, seed, cross_rule: str = "composed"):
         image_part, text_part = read_out(propagate(per_sequence(weighted, sequence), cross_rule), seed)
         image = image_part if image is None else image + image_part
         text = text_part if text is None else text
-    return image.clamp(min=0).numpy(), text.clamp(min=0).numpy()
+    return image.clamp(min=0), text.clamp(min=0)
 
 
 @register

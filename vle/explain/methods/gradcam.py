@@ -39,4 +39,4 @@ class GradCAM(Method):
         with torch.no_grad():
             image = sum(cam(image_states[s], image_grad[s])[1:] for s in sequences)
             text = cam(text_states[sequences[0]], text_grad[sequences[0]])
-        return Attribution(image.numpy(), text.numpy(), {"layer": layer}, output.logits)
+        return Attribution(image, text, {"layer": layer}, output.logits)

@@ -70,7 +70,7 @@ class IntegratedGradients(Method):
             warnings.warn(f"integrated_gradients: convergence delta {gap:.3g} is {gap / max(abs(total), 1e-12):.0%} of "
                           f"the attribution sum {total:.3g}; raise n_steps (now {self.settings['n_steps']}) for "
                           "scores that add up", stacklevel=2)
-        return Attribution(image.numpy(), text.numpy(), {
+        return Attribution(image, text, {
             "convergence_delta": gap, "n_steps": self.settings["n_steps"],
             "internal_batch_size": self.settings["internal_batch_size"], "precision": self.settings["precision"],
             "score_at_input": score, "attribution_sum": total}, logits)

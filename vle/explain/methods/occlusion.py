@@ -15,23 +15,23 @@ from ..wrapper import TargetForward
 from .base import Attribution, Method, register
 
 
-def patch_groups(grid: int, patch_size: int, window: int) -> torch.Tensor:
+def patch_groups(grid: int, patch_size: int, window: int, device=None) -> torch.Tensor:
     """(1, 3, H, W) feature mask: the id of each pixel's window of ``window`` × ``window`` patches."""
     cells = (grid + window - 1) // window
-    ids = torch.arange(cells * cells).reshape(cells, cells)
+    ids = torch.arange(cells * cells, device=device).reshape(cells, cells)
     ids = ids.repeat_interleave(window, 0).repeat_interleave(window, 1)[:grid, :grid]
     pixels = ids.repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
     return pixels[None, None].expand(1, 3, *pixels.shape)
 
 
-def word_groups(tokens, special_tokens, text_len: int, first_id: int) -> torch.Tensor:
+def word_groups(tokens, special_tokens, text_len: int, first_id: int, device=None) -> torch.Tensor:
     """(1, text_len) feature mask: one id per word, starting at ``first_id``; special tokens and padding share one
     extra id whose score is discarded."""
     _, _, word_of_token = merge_words(tokens, [0.0] * len(tokens), special_tokens)
     n_words = max(word_of_token, default=-1) + 1
     ids = [first_id + (w if w >= 0 else n_words) for w in word_of_token]
     ids += [first_id + n_words] * (text_len - len(ids))
-    return torch.tensor([ids]), n_words
+    return torch.tensor([ids], device=device), n_words
 
 
 @register
@@ -47,11 +47,11 @@ class Occlusion(Method):
         window = int(self.settings["patch_window"])
         pixels = inputs.model_inputs["pixel_values"]
         text_len = inputs.model_inputs["input_ids"].shape[-1]
-        image_mask = patch_groups(grid, patch, window)
+        image_mask = patch_groups(grid, patch, window, pixels.device)
         n_cells = int(image_mask.max()) + 1
-        text_mask, n_words = word_groups(inputs.tokens, inputs.special_tokens, text_len, n_cells)
+        text_mask, n_words = word_groups(inputs.tokens, inputs.special_tokens, text_len, n_cells, pixels.device)
         forward = TargetForward(model, inputs, target)
-        keep = torch.ones(1, text_len)
+        keep = torch.ones(1, text_len, device=pixels.device)
         with torch.no_grad():
             image_attr, text_attr = FeatureAblation(lambda p, k: forward(pixel_values=p, text_keep=k)).attribute(
                 (pixels, keep), baselines=(background_fill(pixels), 0.0), feature_mask=(image_mask, text_mask),
@@ -62,5 +62,4 @@ class Occlusion(Method):
         pieces = torch.bincount(text_mask[0], minlength=n_cells + n_words + 1).float()
         text = text / pieces[text_mask[0]]
         text[text_mask[0] == n_cells + n_words] = 0.0  # special tokens and padding are never occluded
-        return Attribution(image.numpy(), text.numpy(), {"patch_window": window, "windows": n_cells,
-                                                         "words": n_words})
+        return Attribution(image, text, {"patch_window": window, "windows": n_cells, "words": n_words})

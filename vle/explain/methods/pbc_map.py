@@ -24,5 +24,4 @@ class PBCMap(Method):
         scores = logits[:, 1].softmax(0)
         probabilities = logits.softmax(-1)[:, 1]
         text_len = inputs.model_inputs["input_ids"].shape[-1]
-        return Attribution(scores.numpy(), torch.zeros(text_len).numpy(),
-                           {"probabilities": probabilities.numpy()}, all_logits)
+        return Attribution(scores, torch.zeros(text_len), {"probabilities": probabilities}, all_logits)

@@ -41,7 +41,7 @@ def fusion_maps(model, inputs, target, grads: bool, hidden: bool = False, grad_r
 
 def _normalized(relevance: torch.Tensor) -> torch.Tensor:
     """R̄ = Ŝ + I, Ŝ = (R - I) with rows scaled to sum to one (rows with nothing to scale stay zero)."""
-    eye = torch.eye(relevance.shape[-1], dtype=relevance.dtype)
+    eye = torch.eye(relevance.shape[-1], dtype=relevance.dtype, device=relevance.device)
     accumulated = relevance - eye
     return accumulated / accumulated.sum(-1, keepdim=True).clamp(min=1e-12) + eye
 
@@ -65,14 +65,16 @@ def propagate(weighted: dict[str, list[torch.Tensor]], cross_rule: str = "compos
     """Relevance maps after all fusion layers, for one sequence.
 
     ``weighted[f]`` are per-layer head-aggregated maps (query_len, key_len). Returns R_tt (T, T), R_ii (I, I),
-    R_ti (T, I) and R_it (I, T): how much each token's final state owes to each input token. ``cross_rule``: see
-    ``CROSS_RULES``.
+    R_ti (T, I) and R_it (I, T): how much each token's final state owes to each input token, in float32 on the maps'
+    device. ``cross_rule``: see ``CROSS_RULES``.
     """
     check_cross_rule(cross_rule)
     left = CROSS_RULES[cross_rule]
+    weighted = {f: [m.float() for m in layers] for f, layers in weighted.items()}  # half-precision models too
     text_len, image_len = weighted["tc"][0].shape
-    r_tt, r_ii = torch.eye(text_len), torch.eye(image_len)
-    r_ti, r_it = torch.zeros(text_len, image_len), torch.zeros(image_len, text_len)
+    like = dict(device=weighted["tc"][0].device)
+    r_tt, r_ii = torch.eye(text_len, **like), torch.eye(image_len, **like)
+    r_ti, r_it = torch.zeros(text_len, image_len, **like), torch.zeros(image_len, text_len, **like)
     for ts, tc, is_, ic in zip(weighted["ts"], weighted["tc"], weighted["is"], weighted["ic"]):
         old_tt, old_ii, old_ti, old_it = r_tt, r_ii, r_ti, r_it
         # text stream: self-attention, then cross-attention to the previous-layer image stream

@@ -50,5 +50,5 @@ class RawAttention(Method):
         text = _select(image_to_text, layer, head)[0]
         metadata = {"layer": layer, "head": head}
         if self.settings["keep_maps"]:
-            metadata.update(text_to_image=text_to_image.numpy(), image_to_text=image_to_text.numpy())
-        return Attribution(image.numpy(), text.numpy(), metadata, output.logits)
+            metadata.update(text_to_image=text_to_image, image_to_text=image_to_text)
+        return Attribution(image, text, metadata, output.logits)
