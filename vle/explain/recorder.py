@@ -203,8 +203,13 @@ class Recorder:
             return
         self.tensors[name] = tensor.detach() if self.detach else tensor
         if self._grad_wanted(name) and tensor.requires_grad:
+            # hooks that live in the autograd graph hold the gradient dict, never the recorder: the recorder holds
+            # the graph (its recorded tensors), and a cycle through the graph is one Python's collector cannot see,
+            # so every explanation would leak its whole graph
+            grads = self.grads
+
             def keep(grad, name=name):
-                self.grads[name] = grad.detach()
+                grads[name] = grad.detach()
             tensor.register_hook(keep)
 
     def _hook(self, name: str, kind: str):
@@ -243,8 +248,10 @@ class Recorder:
         """Record the eager map of a fusion block and, with gradients, receive its gradient from the block's backward."""
         self._handles.append(block.probs.register_forward_hook(self._hook(name, "tensor")))
         if self.keep_grads:  # a block without gradients to keep still takes the tapped path: its softmax is in place
+            grads, reduce = self.grads, self.grad_reduce  # not the recorder: see _store
+
             def tap(grad, probs, name=name):
-                self.grads[name] = self.grad_reduce(grad, probs).detach()
+                grads[name] = reduce(grad, probs).detach()
             block.grad_tap = tap if self._grad_wanted(name) else _ignore_gradient
             self._tapped.append(block)
             if self._grad_wanted(name):
