@@ -1,4 +1,5 @@
-"""Time of every explanation method as a multiple of one plain forward of the same model (batch 1, CPU).
+"""Time of every explanation method as a multiple of one plain forward of the same model (batch 1, on the CPU or,
+with ``--device cuda``, a GPU).
 
 - ``tiny``: the embedded shapes VQA model (``vle-tiny-shapes-vqa``) on a held-out scene, when it is shipped.
 - ``base``: the vle-base VQA shape (image 576, 3129 answers, random weights), a 12-token question.
@@ -8,9 +9,11 @@ no gradient into the image tower are timed twice: cold (image tower included) an
 the same image: the image features are reused). IG reports its peak resident memory growth (Linux) for two internal
 batch sizes on the tiny model, and its time and completeness delta under bfloat16 autocast next to float32. At the
 base shape, occlusion uses 6 × 6-patch windows (36 windows instead of 1296 patches) and IG an internal batch of 2, so
-that it fits a 24 GB CPU machine.
+that it fits a 24 GB CPU machine; on a GPU IG keeps its default batch of 8 and the peak GPU memory of each call is
+printed instead.
 
 Usage: python benchmarks/bench_explain.py [--which tiny|base|both] [--repeats N] [--threads T] [--methods a,b]
+                                         [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -70,6 +73,24 @@ def base_case():
         "occlusion": {"patch_window": 6}, "integrated_gradients": {"internal_batch_size": 2}, "ig_peak_batches": ()}
 
 
+def on_device(case, device: str):
+    """The case with its model and inputs on ``device``; on a GPU, IG at its default internal batch."""
+    title, model, inputs, options = case
+    if device == "cpu":
+        return case
+    options = {**options, "integrated_gradients": {}, "ig_peak_batches": ()}
+    return f"{title}, {torch.cuda.get_device_name()}", model.to(device), inputs.to(device), options
+
+
+def peak_gpu_memory(fn) -> float:
+    """GiB of GPU memory at the peak of ``fn`` (NaN without a GPU in use)."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return float("nan")
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    return torch.cuda.max_memory_allocated() / 2 ** 30
+
+
 def run(case, repeats: int, methods) -> None:
     title, model, inputs, options = case
     target = VQAAnswer(0)
@@ -98,6 +119,9 @@ def run(case, repeats: int, methods) -> None:
                      for b in options.get("ig_peak_batches", ())}
             if peaks:
                 line += "   peak RSS growth " + ", ".join(f"batch {b}: {mib:.0f} MiB" for b, mib in peaks.items())
+        gpu = peak_gpu_memory(lambda: explain(model, inputs, target, name, **settings))
+        if gpu == gpu:  # not NaN
+            line += f"   peak GPU memory {gpu:.2f} GiB"
         if settings:
             line += f"   ({', '.join(f'{k}={v}' for k, v in settings.items())})"
         print(line, flush=True)
@@ -116,6 +140,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "pbc"))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     args = parser.parse_args()
     torch.manual_seed(0)
     np.random.seed(0)
@@ -124,9 +149,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats}; IG: 32 steps, internal batch 8 unless stated")
     if args.which in ("tiny", "both"):
         case = tiny_case()
-        print("\nembedded model not shipped: skipped") if case is None else run(case, args.repeats, methods)
+        print("\nembedded model not shipped: skipped") if case is None else run(on_device(case, args.device),
+                                                                                 args.repeats, methods)
     if args.which in ("base", "both"):
-        run(base_case(), args.repeats, methods)
+        run(on_device(base_case(), args.device), args.repeats, methods)
 
 
 if __name__ == "__main__":

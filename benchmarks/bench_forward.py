@@ -29,13 +29,18 @@ def base_config(image_size: int, **overrides) -> VLEConfig:
 
 
 def median_time(fn, repeats: int, warmup: bool | None = None) -> float:
-    """Median seconds of ``repeats`` calls of ``fn``, after one warm-up call (by default when repeating)."""
-    if repeats > 1 if warmup is None else warmup:
+    """Median seconds of ``repeats`` calls of ``fn``, after one warm-up call (by default when repeating); a GPU in
+    use is synchronised before the clock stops."""
+    def call():
         fn()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+    if repeats > 1 if warmup is None else warmup:
+        call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        call()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
