@@ -82,10 +82,10 @@ def on_device(case, device: str):
     return f"{title}, {torch.cuda.get_device_name()}", model.to(device), inputs.to(device), options
 
 
-def peak_gpu_memory(fn) -> float:
-    """GiB of GPU memory at the peak of ``fn`` (NaN without a GPU in use)."""
+def peak_gpu_memory(fn) -> float | None:
+    """GiB of GPU memory at the peak of ``fn``; None (and ``fn`` not run) without a GPU in use."""
     if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
-        return float("nan")
+        return None
     torch.cuda.reset_peak_memory_stats()
     fn()
     return torch.cuda.max_memory_allocated() / 2 ** 30
@@ -120,7 +120,7 @@ def run(case, repeats: int, methods) -> None:
             if peaks:
                 line += "   peak RSS growth " + ", ".join(f"batch {b}: {mib:.0f} MiB" for b, mib in peaks.items())
         gpu = peak_gpu_memory(lambda: explain(model, inputs, target, name, **settings))
-        if gpu == gpu:  # not NaN
+        if gpu is not None:
             line += f"   peak GPU memory {gpu:.2f} GiB"
         if settings:
             line += f"   ({', '.join(f'{k}={v}' for k, v in settings.items())})"

@@ -89,6 +89,7 @@ class Explainer:
     def default_target(self, inputs: ExplainInputs):
         """The top VQA answer, the ITM match, or the PBC phrase, whichever head the model has first."""
         head = model_heads(self.model)[0] if model_heads(self.model) else None
+        inputs = inputs.to(model_device(self.model))
         if head == "vqa":
             with torch.no_grad():
                 features = self.cache.features(self.model, inputs.model_inputs["pixel_values"])

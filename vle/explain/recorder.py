@@ -249,12 +249,13 @@ class Recorder:
         self._handles.append(block.probs.register_forward_hook(self._hook(name, "tensor")))
         if self.keep_grads:  # a block without gradients to keep still takes the tapped path: its softmax is in place
             grads, reduce = self.grads, self.grad_reduce  # not the recorder: see _store
+            wanted = self._grad_wanted(name)
 
             def tap(grad, probs, name=name):
                 grads[name] = reduce(grad, probs).detach()
-            block.grad_tap = tap if self._grad_wanted(name) else _ignore_gradient
+            block.grad_tap = tap if wanted else _ignore_gradient
             self._tapped.append(block)
-            if self._grad_wanted(name):
+            if wanted:
                 self._tap_names.append(name)
 
     def _keep_fusion_inputs(self) -> None:
