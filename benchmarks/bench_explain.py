@@ -7,7 +7,8 @@ with ``--device cuda``, a GPU).
 ``record`` is one forward inside a ``Recorder`` capturing every attention map (towers and fusion). Methods that need
 no gradient into the image tower are timed twice: cold (image tower included) and ``cached`` (a new question about
 the same image: the image features are reused). IG reports its peak resident memory growth (Linux) for two internal
-batch sizes on the tiny model, and its time and completeness delta under bfloat16 autocast next to float32. At the
+batch sizes on the tiny model, and its time, completeness delta and rank agreement in the precision its ``auto``
+default did not choose (float32 or bfloat16 autocast). At the
 base shape, occlusion uses 6 × 6-patch windows (36 windows instead of 1296 patches) and IG an internal batch of 2, so
 that it fits a 24 GB CPU machine; on a GPU IG keeps its default batch of 8 and the peak GPU memory of each call is
 printed instead.
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from bench_forward import base_config, median_time
+from viz.comparison import correlate_ranks
 from vle import VLEForVQA
 from vle.explain import METHODS, ExplainInputs, ImageFeatureCache, Recorder, VQAAnswer, explain
 
@@ -91,6 +93,21 @@ def peak_gpu_memory(fn) -> float | None:
     return torch.cuda.max_memory_allocated() / 2 ** 30
 
 
+def compare_precisions(model, inputs, target, settings, default, plain: float, repeats: int) -> None:
+    """IG in the precision its ``auto`` default did not choose: time, completeness delta of both, and how the two
+    rank the patches and the tokens (Spearman)."""
+    used = default.metadata["precision"]
+    other = "float32" if used == "bfloat16" else "bfloat16"
+    runs = []
+    seconds = median_time(lambda: runs.append(explain(model, inputs, target, "integrated_gradients",
+                                                      **{**settings, "precision": other})), repeats)
+    patches = correlate_ranks([default.patch_scores, runs[-1].patch_scores])[0, 1]
+    tokens = correlate_ranks([default.token_scores, runs[-1].token_scores])[0, 1]
+    print(f"  {'integrated_gradients precision':<34} auto chose {used}: delta {default.metadata['convergence_delta']:.2g}; "
+          f"{other}: delta {runs[-1].metadata['convergence_delta']:.2g}, {seconds / plain:.2f} x; rank agreement "
+          f"patches {patches:.3f}, tokens {tokens:.3f}", flush=True)
+
+
 def run(case, repeats: int, methods) -> None:
     title, model, inputs, options = case
     target = VQAAnswer(0)
@@ -126,12 +143,7 @@ def run(case, repeats: int, methods) -> None:
             line += f"   ({', '.join(f'{k}={v}' for k, v in settings.items())})"
         print(line, flush=True)
         if name == "integrated_gradients":
-            low = []
-            seconds = median_time(lambda: low.append(explain(model, inputs, target, name, precision="bfloat16",
-                                                             **settings)), repeats)
-            print(f"  {'integrated_gradients precision':<34} float32: delta "
-                  f"{results[-1].metadata['convergence_delta']:.2g}; bfloat16: delta "
-                  f"{low[-1].metadata['convergence_delta']:.2g}, {seconds / plain:.2f} x", flush=True)
+            compare_precisions(model, inputs, target, settings, results[-1], plain, repeats)
 
 
 def main() -> None:

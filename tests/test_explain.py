@@ -6,6 +6,7 @@ complete up to its reported delta, explanations are deterministic, and unsupport
 
 import gc
 import weakref
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -402,8 +403,26 @@ def test_integrated_gradients_in_bfloat16_stays_close_to_float32(vqa, inputs):
     assert low.metadata["precision"] == "bfloat16" and low.patch_scores.dtype == full.patch_scores.dtype
     scale = np.abs(full.patch_scores).max()
     assert np.abs(low.patch_scores - full.patch_scores).max() <= 0.1 * scale
-    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'half'"):
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16, got 'half'"):
         explain(vqa, inputs, target, "integrated_gradients", precision="half")
+
+
+def test_integrated_gradients_auto_precision_takes_bfloat16_only_for_wide_models_on_bfloat16_hardware(
+        vqa, inputs, monkeypatch):
+    from vle.explain.methods import integrated_gradients as ig
+
+    wide = SimpleNamespace(config=SimpleNamespace(hidden_size=ig.BFLOAT16_FROM_HIDDEN))
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(ig, "has_fast_bfloat16", lambda device: True)
+    assert ig.resolve_precision("auto", wide, cpu) == "bfloat16"
+    assert ig.resolve_precision("auto", vqa, cpu) == "float32"  # a narrow model: bfloat16 would be slower
+    assert ig.resolve_precision("float32", wide, cpu) == "float32"  # an explicit choice wins
+    monkeypatch.setattr(ig, "has_fast_bfloat16", lambda device: False)
+    assert ig.resolve_precision("auto", wide, cpu) == "float32"
+    assert ig.resolve_precision("bfloat16", vqa, cpu) == "bfloat16"
+    # the metadata names the precision used, not the option
+    auto = explain(vqa, inputs, VQAAnswer(1), "integrated_gradients", n_steps=4)
+    assert auto.metadata["precision"] == "float32"
 
 
 def test_the_read_out_weighs_the_two_cls_rows_by_their_shares(vqa, processor, image):
