@@ -9,9 +9,9 @@ no gradient into the image tower are timed twice: cold (image tower included) an
 the same image: the image features are reused). IG reports its peak resident memory growth (Linux) for two internal
 batch sizes on the tiny model, and its time, completeness delta and rank agreement in the precision its ``auto``
 default did not choose (float32 or bfloat16 autocast). At the
-base shape, occlusion uses 6 × 6-patch windows (36 windows instead of 1296 patches) and IG an internal batch of 2, so
-that it fits a 24 GB CPU machine; on a GPU IG keeps its default batch of 8 and the peak GPU memory of each call is
-printed instead.
+base shape, occlusion uses 6 × 6-patch windows (36 windows instead of 1296 patches). IG runs with its defaults
+(``auto``: at the base shape on the CPU bfloat16 at internal batch 2, on a GPU batch 8); on a GPU the peak GPU memory
+of each call is printed.
 
 Usage: python benchmarks/bench_explain.py [--which tiny|base|both] [--repeats N] [--threads T] [--methods a,b]
                                          [--device cpu|cuda]
@@ -70,9 +70,8 @@ def base_case():
              "pixel_values": torch.randn(1, 3, 576, 576)}
     tokens = ("[CLS]",) + tuple(f"▁w{i}" for i in range(10)) + ("[SEP]",)
     inputs = ExplainInputs(batch, tokens)
-    # IG at internal batch 8 needs ~22 GB here (activations for backward through CLIP at 1297 tokens): use 2
     return "vle-base VQA shape (image 576, 36x36 patches, random weights)", model, inputs, {
-        "occlusion": {"patch_window": 6}, "integrated_gradients": {"internal_batch_size": 2}, "ig_peak_batches": ()}
+        "occlusion": {"patch_window": 6}, "ig_peak_batches": ()}
 
 
 def on_device(case, device: str):
@@ -80,7 +79,7 @@ def on_device(case, device: str):
     title, model, inputs, options = case
     if device == "cpu":
         return case
-    options = {**options, "integrated_gradients": {}, "ig_peak_batches": ()}
+    options = {**options, "ig_peak_batches": ()}
     return f"{title}, {torch.cuda.get_device_name()}", model.to(device), inputs.to(device), options
 
 
@@ -103,9 +102,9 @@ def compare_precisions(model, inputs, target, settings, default, plain: float, r
                                                       **{**settings, "precision": other})), repeats)
     patches = correlate_ranks([default.patch_scores, runs[-1].patch_scores])[0, 1]
     tokens = correlate_ranks([default.token_scores, runs[-1].token_scores])[0, 1]
-    print(f"  {'integrated_gradients precision':<34} auto chose {used}: delta {default.metadata['convergence_delta']:.2g}; "
-          f"{other}: delta {runs[-1].metadata['convergence_delta']:.2g}, {seconds / plain:.2f} x; rank agreement "
-          f"patches {patches:.3f}, tokens {tokens:.3f}", flush=True)
+    print(f"  {'integrated_gradients precision':<34} auto chose {used}: delta "
+          f"{default.metadata['convergence_delta']:.2g}; {other}: delta {runs[-1].metadata['convergence_delta']:.2g}, "
+          f"{seconds / plain:.2f} x; rank agreement patches {patches:.3f}, tokens {tokens:.3f}", flush=True)
 
 
 def run(case, repeats: int, methods) -> None:
@@ -158,7 +157,8 @@ def main() -> None:
     np.random.seed(0)
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats}; IG: 32 steps, internal batch 8 unless stated")
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats}; IG: 32 steps, its auto "
+          "precision and internal batch")
     if args.which in ("tiny", "both"):
         case = tiny_case()
         print("\nembedded model not shipped: skipped") if case is None else run(on_device(case, args.device),

@@ -407,11 +407,11 @@ def test_integrated_gradients_in_bfloat16_stays_close_to_float32(vqa, inputs):
         explain(vqa, inputs, target, "integrated_gradients", precision="half")
 
 
-def test_integrated_gradients_auto_precision_takes_bfloat16_only_for_wide_models_on_bfloat16_hardware(
+def test_integrated_gradients_auto_settings_take_bfloat16_and_a_small_batch_only_for_wide_models(
         vqa, inputs, monkeypatch):
     from vle.explain.methods import integrated_gradients as ig
 
-    wide = SimpleNamespace(config=SimpleNamespace(hidden_size=ig.BFLOAT16_FROM_HIDDEN))
+    wide = SimpleNamespace(config=SimpleNamespace(hidden_size=ig.WIDE_FROM_HIDDEN))
     cpu = torch.device("cpu")
     monkeypatch.setattr(ig, "has_fast_bfloat16", lambda device: True)
     assert ig.resolve_precision("auto", wide, cpu) == "bfloat16"
@@ -420,9 +420,14 @@ def test_integrated_gradients_auto_precision_takes_bfloat16_only_for_wide_models
     monkeypatch.setattr(ig, "has_fast_bfloat16", lambda device: False)
     assert ig.resolve_precision("auto", wide, cpu) == "float32"
     assert ig.resolve_precision("bfloat16", vqa, cpu) == "bfloat16"
-    # the metadata names the precision used, not the option
+    # the internal batch: small for a wide model on the CPU only
+    assert ig.resolve_batch("auto", wide, cpu) == 2 and ig.resolve_batch("auto", vqa, cpu) == 8
+    assert ig.resolve_batch("auto", wide, torch.device("cuda")) == 8 and ig.resolve_batch(3, wide, cpu) == 3
+    # the metadata names what was used, not the options
     auto = explain(vqa, inputs, VQAAnswer(1), "integrated_gradients", n_steps=4)
-    assert auto.metadata["precision"] == "float32"
+    assert auto.metadata["precision"] == "float32" and auto.metadata["internal_batch_size"] == 8
+    with pytest.raises(ValueError, match="internal_batch_size must be a positive integer or 'auto', got 0"):
+        explain(vqa, inputs, VQAAnswer(1), "integrated_gradients", internal_batch_size=0)
 
 
 def test_the_read_out_weighs_the_two_cls_rows_by_their_shares(vqa, processor, image):

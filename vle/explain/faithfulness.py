@@ -103,7 +103,7 @@ def examples(seed: int, n: int, processor, progress: bool = False):
         yield scene, example, ExplainInputs.from_batch(batch, processor)
 
 
-def faithfulness(seed: int | None = None, n: int = 40, methods=FAITHFULNESS_METHODS, model=DEFAULT_MODEL,
+def faithfulness(seed: int | None = None, n: int = 200, methods=FAITHFULNESS_METHODS, model=DEFAULT_MODEL,
                  processor=None, progress: bool = True) -> dict:
     """Every method over ``n`` held-out questions: a dict keyed by method name, plus ``n_examples``."""
     from ..modeling_vle import VLEForVQA
