@@ -8,10 +8,9 @@ with ``--device cuda``, a GPU).
 no gradient into the image tower are timed twice: cold (image tower included) and ``cached`` (a new question about
 the same image: the image features are reused). IG reports its peak resident memory growth (Linux) for two internal
 batch sizes on the tiny model, and its time, completeness delta and rank agreement in the precision its ``auto``
-default did not choose (float32 or bfloat16 autocast). At the
-base shape, occlusion uses 6 × 6-patch windows (36 windows instead of 1296 patches). IG runs with its defaults
-(``auto``: at the base shape on the CPU bfloat16 at internal batch 2, on a GPU batch 8); on a GPU the peak GPU memory
-of each call is printed.
+default did not choose (float32 or bfloat16 autocast). At the base shape, occlusion uses 6 × 6-patch windows (36
+windows instead of 1296 patches). IG runs with its defaults (``auto``: at the base shape on the CPU bfloat16 at
+internal batch 2, on a GPU batch 8); on a GPU the peak GPU memory of each call is printed.
 
 Usage: python benchmarks/bench_explain.py [--which tiny|base|both] [--repeats N] [--threads T] [--methods a,b]
                                          [--device cpu|cuda]

@@ -12,8 +12,8 @@ CPU with AVX512-BF16 or AMX, a GPU of compute capability 8 or more) for a model 
 ``WIDE_FROM_HIDDEN``, and runs float32 everywhere else. At the vle-base VQA shape bfloat16 halves the time (CPU,
 2 threads: 74.5x a plain forward in float32, 36.4x in bfloat16; H200: 42.6x and 16.7x) with the same completeness
 (delta 0.076 and 0.075) and the same ranking of patches and tokens (Spearman 1.000); on the embedded model's
-128-wide matrices it is slower (CPU 30.7x against 51.9x; H200 13.5x against 18.2x), so ``auto`` keeps float32 there. The metadata names the precision used, and the convergence delta
-shows what it cost.
+128-wide matrices it is slower (CPU 30.7x against 51.9x; H200 13.5x against 18.2x), so ``auto`` keeps float32
+there. The metadata names the precision used, and the convergence delta shows what it cost.
 """
 
 from __future__ import annotations
@@ -48,11 +48,17 @@ def is_wide(model) -> bool:
     return getattr(model.config, "hidden_size", 0) >= WIDE_FROM_HIDDEN
 
 
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}  # the autocast type of each (None: autocast off)
+
+
 def resolve_precision(precision: str, model, device: torch.device) -> str:
     """``float32`` or ``bfloat16``: the one asked for, or for ``auto`` the faster one for this model and device."""
-    if precision != "auto":
-        return precision
-    return "bfloat16" if is_wide(model) and has_fast_bfloat16(device) else "float32"
+    if precision == "auto":
+        return "bfloat16" if is_wide(model) and has_fast_bfloat16(device) else "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"integrated_gradients precision must be one of auto, {', '.join(PRECISIONS)}, "
+                         f"got {precision!r}")
+    return precision
 
 
 def resolve_batch(batch, model, device: torch.device) -> int:
@@ -81,16 +87,12 @@ class IntegratedGradients(Method):
     signed = True
     needs_image_tower = True
     options = {"n_steps": 32, "internal_batch_size": "auto", "integration": "gausslegendre", "precision": "auto"}
-    precisions = {"auto": None, "float32": None, "bfloat16": torch.bfloat16}
 
     def attribute(self, model, inputs, target):
-        if self.settings["precision"] not in self.precisions:
-            raise ValueError(f"integrated_gradients precision must be one of {', '.join(self.precisions)}, "
-                             f"got {self.settings['precision']!r}")
         device = inputs.model_inputs["pixel_values"].device
         precision = resolve_precision(self.settings["precision"], model, device)
         batch = resolve_batch(self.settings["internal_batch_size"], model, device)
-        low = self.precisions[precision]
+        low = PRECISIONS[precision]
         vle = base_model(model)
         layers = [vle.text_model.embeddings.word_embeddings, vle.vision_model.vision_model.embeddings.patch_embedding]
         ids, pixels = inputs.model_inputs["input_ids"], inputs.model_inputs["pixel_values"]
