@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import torch
 
-from bench_forward import base_config, median_time
+from bench_forward import base_config, gpu_in_use, median_time
 from viz.comparison import correlate_ranks
 from vle import VLEForVQA
 from vle.explain import METHODS, ExplainInputs, ImageFeatureCache, Recorder, VQAAnswer, explain
@@ -74,7 +74,8 @@ def base_case():
 
 
 def on_device(case, device: str):
-    """The case with its model and inputs on ``device``; on a GPU, IG at its default internal batch."""
+    """The case with its model and inputs on ``device``; on a GPU without IG's resident-memory measurement (peak GPU
+    memory is printed instead)."""
     title, model, inputs, options = case
     if device == "cpu":
         return case
@@ -84,7 +85,7 @@ def on_device(case, device: str):
 
 def peak_gpu_memory(fn) -> float | None:
     """GiB of GPU memory at the peak of ``fn``; None (and ``fn`` not run) without a GPU in use."""
-    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+    if not gpu_in_use():
         return None
     torch.cuda.reset_peak_memory_stats()
     fn()

@@ -28,12 +28,17 @@ def base_config(image_size: int, **overrides) -> VLEConfig:
     return VLEConfig(text_config=text, vision_config=vision, **overrides)
 
 
+def gpu_in_use() -> bool:
+    """Whether this process has started work on a GPU (without starting CUDA to find out)."""
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
 def median_time(fn, repeats: int, warmup: bool | None = None) -> float:
     """Median seconds of ``repeats`` calls of ``fn``, after one warm-up call (by default when repeating); a GPU in
     use is synchronised before the clock stops."""
     def call():
         fn()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if gpu_in_use():
             torch.cuda.synchronize()
     if repeats > 1 if warmup is None else warmup:
         call()

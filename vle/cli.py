@@ -141,9 +141,10 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_faithfulness(args) -> None:
-    from .explain.faithfulness import DEFAULT_MODEL, faithfulness, format_table
+    from .explain.faithfulness import DEFAULT_MODEL, DEFAULT_QUESTIONS, faithfulness, format_table
 
-    results = faithfulness(seed=args.seed, n=args.n, model=args.model or DEFAULT_MODEL, progress=not args.json)
+    n = DEFAULT_QUESTIONS if args.n is None else args.n
+    results = faithfulness(seed=args.seed, n=n, model=args.model or DEFAULT_MODEL, progress=not args.json)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
 
 
@@ -215,9 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--models", default=None, help="a training output folder instead of the shipped models")
     faithful = add("faithfulness", cmd_faithfulness, "faithfulness and localisation of every explanation method")
     faithful.add_argument("--seed", type=int, default=None, help="first held-out scene seed (>= 1000000)")
-    # 200: the attention methods' pointing games differ by about 0.01 (0.007 standard error on 1,000 questions), so
-    # a comparison of methods on fewer questions is mostly noise
-    faithful.add_argument("--n", type=int, default=200, help="number of held-out questions (one per scene)")
+    faithful.add_argument("--n", type=int, default=None,
+                          help="number of held-out questions, one per scene (default 200)")
     faithful.add_argument("--json", action="store_true", help="print one JSON object keyed by method")
     return parser
 

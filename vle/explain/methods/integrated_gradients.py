@@ -23,7 +23,7 @@ import warnings
 import torch
 from captum.attr import LayerIntegratedGradients
 
-from ..inputs import background_fill
+from ..inputs import background_fill, model_device
 from ..recorder import base_model
 from ..wrapper import TargetForward
 from .base import Attribution, Method, register
@@ -89,7 +89,7 @@ class IntegratedGradients(Method):
     options = {"n_steps": 32, "internal_batch_size": "auto", "integration": "gausslegendre", "precision": "auto"}
 
     def attribute(self, model, inputs, target):
-        device = inputs.model_inputs["pixel_values"].device
+        device = model_device(model)  # explain() has moved the inputs there
         precision = resolve_precision(self.settings["precision"], model, device)
         batch = resolve_batch(self.settings["internal_batch_size"], model, device)
         low = PRECISIONS[precision]
