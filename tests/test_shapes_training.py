@@ -287,3 +287,38 @@ def test_training_time_benchmark_projects_every_stage():
     assert f"joint steps {joint.pointer_from}-{joint.steps}" in done.stdout  # the pointer losses' phase is timed apart
     total = next(line for line in lines if "projected total" in line)
     assert float(total.split()[2]) > 0
+
+
+def test_vcr_probe_reports_families_margins_and_tag_binding():
+    """benchmarks/probe_vcr.py runs on the shipped Q->A model and prints every section; the margins it bins by are
+    those the generator guarantees (no spatial item is closer than TIE_PX)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        from probe_vcr import item_margin
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    from vle.shapes.tasks_common import TIE_PX
+    from vle.shapes.tasks_vcr import make_vcr
+    from vle.shapes.world import make_scene
+
+    margins = {"nearer": [], "extreme": []}
+    for seed in range(60):
+        for family in margins:
+            try:
+                annotation, _ = make_vcr(make_scene(seed), np.random.default_rng(seed), "s.png", question_family=family)
+            except ValueError:
+                continue
+            margins[family].append(item_margin(make_scene(seed), annotation))
+    assert all(len(m) > 10 and min(m) >= TIE_PX for m in margins.values()), margins
+
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "probe_vcr.py"), "--n", "12", "--threads", "1"],
+                          capture_output=True, text=True, cwd=root, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for heading in ("accuracy by family", "held-out accuracy by margin", "tag binding", "nearer, link by link"):
+        assert heading in done.stdout, done.stdout
+    binding = done.stdout.split("tag binding")[1].splitlines()
+    assert sum(line.split()[0].isdigit() for line in binding[2:4]) == 2, done.stdout  # one row per fusion layer
