@@ -31,7 +31,8 @@ from probe_shapes import probe_accuracy, probe_r2
 from vle import VLEForVCRQ2A
 from vle.explain.recorder import Recorder
 from vle.processing_vle import VLEProcessor
-from vle.shapes.data import VCR_MAX_LENGTH, ScenePool, normalize
+from vle.shapes.auxiliary import tag_boxes
+from vle.shapes.data import VCR_MAX_LENGTH, ScenePool, nearer_offsets, normalize
 from vle.shapes.evaluate import DEFAULT_SEED
 from vle.shapes.tasks_common import distance, relation_margin
 from vle.shapes.tasks_vcr import EXTREMES, make_vcr
@@ -122,38 +123,33 @@ def binding_chain(model, processor, n: int) -> None:
     pairs, pooled_rows, nearer = [], [], []
     item = 0
     for inputs, recorded, pooled in batches:
+        types = inputs["extend_token_type_ids"]
+        choices = len(types[0])
         image_len = recorded["fusion.image.0.hidden"].shape[1]
-        grid_tokens = image_len - max(len(types) for row in inputs["extend_token_type_ids"] for types, _ in row)
-        for b, per_choice in enumerate(inputs["extend_token_type_ids"]):
+        tags = tag_boxes(types, image_len)
+        grid_tokens = image_len - max(len(box_types) for per_item in types for box_types, _ in per_item)
+        for row, column, box in zip(*(tags[k].tolist() for k in ("rows", "columns", "boxes"))):
+            scene, annotation = records[item + row // choices]
+            box_types, text_types = types[row // choices][row % choices]
+            related = sorted(set(tagged(annotation["question"]) + tagged(annotation["answer_choices"][row % choices])))
+            centers.append(scene.objects[related[text_types[column] - 2]].center)
+            floors.append(1 / (grid_tokens + len(box_types)))  # uniform over the row's unmasked image tokens
+            for layer in range(layers):
+                words[layer].append(recorded[f"fusion.text.{layer}.hidden"][row, column])
+                boxes[layer].append(recorded[f"fusion.image.{layer}.hidden"][row, box])
+                shares[layer].append(recorded[f"fusion.text.{layer}.cross_attention"][row, :, column, box])
+        for b in range(len(types)):
             scene, annotation = records[item]
             item += 1
-            question = tagged(annotation["question"])
-            for c, (box_types, text_types) in enumerate(per_choice):
-                row = b * len(per_choice) + c
-                choice = annotation["answer_choices"][c]
-                related = sorted(set(question + tagged(choice)))
-                columns = [k for k, t in enumerate(text_types) if t >= 2]
-                for column in columns:
-                    t = text_types[column]
-                    obj = scene.objects[related[t - 2]]
-                    box = grid_tokens + list(box_types).index(t)
-                    centers.append(obj.center)
-                    floors.append(1 / (grid_tokens + len(box_types)))
-                    for layer in range(layers):
-                        words[layer].append(recorded[f"fusion.text.{layer}.hidden"][row, column])
-                        boxes[layer].append(recorded[f"fusion.image.{layer}.hidden"][row, box])
-                        cross = recorded[f"fusion.text.{layer}.cross_attention"][row, :, column, box]  # (heads,)
-                        shares[layer].append(cross)
-                if annotation["question_family"] != "nearer" or "equally" in choice:
+            for c, choice in enumerate(annotation["answer_choices"]):
+                offsets = nearer_offsets(scene, annotation, choice)  # ([x] - [a], [y] - [a]) or None
+                if offsets is None:
                     continue
-                a, x = (scene.objects[i] for i in (question[0], tagged(choice)[-1]))
-                if x.index not in question[1:]:
-                    continue  # the object the question did not ask about
-                y = scene.objects[next(i for i in question[1:] if i != x.index)]
-                pairs.append(torch.cat([recorded[f"fusion.text.{layers - 1}.hidden"][row, columns[-2]],
-                                        recorded[f"fusion.text.{layers - 1}.hidden"][row, columns[-1]]]))
-                pooled_rows.append(pooled[row])
-                nearer.append(distance(a, x) < distance(a, y))
+                columns = [k for k, t in enumerate(types[b][c][1]) if t >= 2]
+                last = recorded[f"fusion.text.{layers - 1}.hidden"][b * choices + c]
+                pairs.append(torch.cat([last[columns[-2]], last[columns[-1]]]))  # "[a] is nearer to [x] ."
+                pooled_rows.append(pooled[b * choices + c])
+                nearer.append(np.hypot(*offsets[:2]) < np.hypot(*offsets[2:]))
     centers = torch.tensor(centers, dtype=torch.float64)
     print(f"tag binding ({len(centers)} tag words in {item} 'nearer' items; held-out Q->A accuracy "
           f"{np.mean(hits):.3f}):")

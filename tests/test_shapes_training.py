@@ -15,8 +15,8 @@ from vle.shapes.data import (PRETRAINING_TASKS, ScenePool, color_token_ids, colo
                              vqa_batch)
 from vle.shapes.evaluate import SHIPPED, _vqa
 from vle.shapes.auxiliary import PATCH_READOUTS, ObjectPointers, PatchProbe
-from vle.shapes.train import (OBJECTIVES, RECIPES, TASK_MODELS, Stage, build_processor, run_models, shapes_config, train,
-                              train_stage)
+from vle.shapes.train import (OBJECTIVES, RECIPES, TASK_MODELS, Stage, build_processor, run_models, shapes_config,
+                              stage_modules, train, train_stage, train_step)
 from vle.shapes.world import object_patches
 
 
@@ -226,10 +226,10 @@ def test_evidence_patches_mark_the_objects_an_answer_depends_on(processor, pool)
 
 def test_smoke_recipe_writes_hfl_layout_checkpoints(tmp_path):
     timings = train(str(tmp_path), recipe="smoke")
-    assert set(timings) >= {"joint", "vqa", "total"}
+    assert set(timings) >= {"joint", "vqa", "vcr", "total"}
     models = run_models(str(tmp_path))
     assert models == {"pretrained": str(tmp_path / "joint" / "pretrained"), "vqa": str(tmp_path / "vqa" / "vqa"),
-                      "vcr-q2a": str(tmp_path / "joint" / "vcr-q2a"), "vcr-qa2r": str(tmp_path / "joint" / "vcr-qa2r")}
+                      "vcr-q2a": str(tmp_path / "vcr" / "vcr-q2a"), "vcr-qa2r": str(tmp_path / "joint" / "vcr-qa2r")}
     for folder in models.values():
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in Path(folder).iterdir()}
     assert VLEForVQA.from_pretrained(models["vqa"]).config.id2label == dict(enumerate(ANSWERS))
@@ -322,3 +322,54 @@ def test_vcr_probe_reports_families_margins_and_tag_binding():
         assert heading in done.stdout, done.stdout
     binding = done.stdout.split("tag binding")[1].splitlines()
     assert sum(line.split()[0].isdigit() for line in binding[2:4]) == 2, done.stdout  # one row per fusion layer
+
+
+def test_tag_losses_read_the_real_attention_and_the_nearer_geometry(processor):
+    """The binding loss recomputes, for the tag words alone, exactly the first fusion layer's text→image attention
+    the model ran; the role offsets are [x] - [a] and [y] - [a] of the scene; a stage with tag_weight trains them."""
+    from vle import VLEForVCRQ2A
+    from vle.explain.recorder import Recorder
+    from vle.shapes.auxiliary import TagLosses, tag_boxes
+    from vle.shapes.data import nearer_offsets
+    from vle.shapes.tasks_vcr import make_vcr
+
+    pool = ScenePool(40, 24)  # scenes with 4+ objects are common enough for "nearer" items
+    config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
+    torch.manual_seed(0)
+    model = VLEForVCRQ2A(config).eval()
+    batch = vcr_batch(pool, processor, np.random.default_rng(0), np.arange(6), with_roles=True,
+                      families=("nearer",))
+    roles = batch.pop("nearer_roles")
+    batch.pop("labels")
+    attention = model.vle.cross_modal_text_layers[0].crossattention.self
+    inputs = {}
+    hook = attention.register_forward_pre_hook(lambda module, args: inputs.setdefault("args", args))
+    with Recorder(model, attentions=("fusion",), only=["fusion.text.0.cross_attention"]) as recorder:
+        model(**batch)
+    hook.remove()
+    hidden, context, mask = inputs["args"][:3]
+    grid = context.shape[1] - max(len(types) for item in batch["extend_token_type_ids"] for types, _ in item)
+    tags = tag_boxes(batch["extend_token_type_ids"], context.shape[1])
+    assert len(tags["rows"]) > 6 * 4 * 2  # every choice names at least two objects
+    real = recorder["fusion.text.0.cross_attention"][tags["rows"], :, tags["columns"], tags["boxes"]]
+    with torch.no_grad():
+        torch.testing.assert_close(TagLosses.own_box_attention(attention, hidden, context, mask, tags), real)
+    # every tag word's box token carries the tag's token type
+    for row, column, box in zip(*(tags[k].tolist() for k in ("rows", "columns", "boxes"))):
+        box_types, text_types = batch["extend_token_type_ids"][row // 4][row % 4]
+        assert box_types[box - grid] == text_types[column] >= 2
+    # the offsets: one near and one far choice per "nearer" item, mirror images in their roles
+    assert len(roles["rows"]) >= 2 and len(roles["rows"]) % 2 == 0
+    offsets = roles["offsets"].view(-1, 2, 4)
+    torch.testing.assert_close(offsets[:, 0, :2], offsets[:, 1, 2:])
+    nearer = offsets[:, :, :2].norm(dim=-1) < offsets[:, :, 2:].norm(dim=-1)  # is x nearer to a than y is?
+    assert (nearer.sum(1) == 1).all()
+    annotation, _ = make_vcr(pool.scenes[0], np.random.default_rng(0), "s.png", question_family="color")
+    assert nearer_offsets(pool.scenes[0], annotation, annotation["answer_choices"][0]) is None
+
+    # trained with tag_weight, the binding loss falls
+    stage = Stage("vcr", 12, 3e-3, 16, schedule=("vcr-q2a",), tag_weight=1.0, vcr_families=("nearer",))
+    models, aux, trained, optimizer = stage_modules(stage, config, processor, "unused")
+    losses = [train_step(stage, models, aux, trained, optimizer, pool, processor, 0, step)["tags"].item()
+              for step in range(stage.steps)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses

@@ -13,6 +13,11 @@ learns from the world's ground truth, and the task heads that are shipped read w
   while the model is at chance (the sign of a difference it has not formed yet), and these targets give a direct one.
   The subject's centre likewise rewards attending to the right object before its attribute can be read.
 - ``grounding_head``: a PBC head on the fused patches asked to mark the answer's evidence objects.
+- ``TagLosses``: for VCR texts, which name objects only by tags, each tag word's attention in the first fusion layer
+  must fall on its own box token (the one with its token type), and for "is [a] nearer to [b] or to [c] ?" each
+  choice's pooled pair must give the offsets [x] - [a] and [y] - [a] of the answer's object x and the other one asked
+  about, y. Left alone, a tag finds its box only in the last fusion layer, too late for any comparison of tagged
+  objects (``benchmarks/probe_vcr.py``), and "nearer" stays at chance.
 
 >>> import torch
 >>> probe = PatchProbe(16)
@@ -107,3 +112,60 @@ def grounding_loss(head: torch.nn.Module, image_embeds: torch.Tensor, evidence: 
     """Cross-entropy of the head's evidence call on each fused patch; ``evidence`` (batch, patches) is 0/1."""
     logits = head(image_embeds[:, 1:1 + evidence.shape[1]])  # (batch, patches, 2)
     return F.cross_entropy(logits.reshape(-1, 2), evidence.reshape(-1))
+
+
+def tag_boxes(extend_token_type_ids, image_len: int) -> dict[str, torch.Tensor]:
+    """Every tag word of a flattened VCR batch and its box token: ``rows`` (item * choices + choice), ``columns`` (its
+    position in the text), ``boxes`` (its box token's position in the image stream of ``image_len`` tokens: class and
+    patch tokens, then the box tokens, as many as the batch's most). ``extend_token_type_ids`` is the batch's
+    [item][choice] of (box types, text types)."""
+    rows, columns, boxes = [], [], []
+    pairs = [pair for per_item in extend_token_type_ids for pair in per_item]
+    grid_tokens = image_len - max(len(box_types) for box_types, _ in pairs)
+    for row, (box_types, text_types) in enumerate(pairs):
+        where = {t: grid_tokens + k for k, t in enumerate(box_types)}
+        for column, t in enumerate(text_types):
+            if t >= 2:
+                rows.append(row)
+                columns.append(column)
+                boxes.append(where[t])
+    return {name: torch.tensor(values, dtype=torch.long)
+            for name, values in (("rows", rows), ("columns", columns), ("boxes", boxes))}
+
+
+class TagLosses(torch.nn.Module):
+    """The two tag losses of ``tag_weight`` (see the module doc) and the read-out of the role offsets."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.roles = torch.nn.Linear(2 * hidden_size, 4)  # pooled pair -> ([x] - [a], [y] - [a]) / image size
+
+    @staticmethod
+    def own_box_attention(attention, hidden: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
+                          tags: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(tags, heads): the attention each tag word of ``tags`` (from ``tag_boxes``) puts on its own box,
+        recomputed for the tag words alone from the inputs of ``attention`` (a text→image ``VLESelfAttention``):
+        ``hidden`` (rows, text_len, H) the states its queries come from, ``context`` (rows, image_len, H) and
+        ``context_mask`` (rows, 1, 1, image_len, additive) the image stream's."""
+        rows, n = tags["rows"], len(tags["rows"])
+        heads, dim = attention.num_heads, attention.head_dim
+        query = attention.query(hidden[rows, tags["columns"]]).view(n, heads, 1, dim)
+        key = attention.key(context[rows]).view(n, -1, heads, dim).transpose(1, 2)  # (n, heads, image_len, dim)
+        scores = (query @ key.transpose(-1, -2)).squeeze(2) * dim ** -0.5 + context_mask[rows].view(n, 1, -1)
+        return scores.softmax(-1)[torch.arange(n), :, tags["boxes"]]
+
+    def binding(self, attention, hidden: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
+                tags: dict[str, torch.Tensor]) -> torch.Tensor:
+        """-log of the head-mean attention each tag word puts on its own box (see ``own_box_attention``); zero
+        without tags."""
+        if not len(tags["rows"]):
+            return hidden.new_zeros(())
+        own = self.own_box_attention(attention, hidden, context, context_mask, tags)
+        return -torch.log(own.mean(-1) + 1e-6).mean()
+
+    def role_loss(self, pooled: torch.Tensor, roles: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Squared error of the offsets read from the pooled pairs of ``roles["rows"]`` (weighted like the other
+        position losses); zero without "nearer" choices."""
+        if not len(roles["rows"]):
+            return pooled.new_zeros(())
+        return POSITION_WEIGHT * F.mse_loss(self.roles(pooled[roles["rows"]]), roles["offsets"])

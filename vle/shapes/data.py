@@ -208,18 +208,54 @@ def mpc_batch(pool: ScenePool, processor, rng, index: np.ndarray, patch_size: in
 VCR_MAX_LENGTH = 40  # shapes-world VCR texts stay under 30 pieces; padding further only costs time
 
 
-def vcr_batch(pool: ScenePool, processor, rng, index: np.ndarray, task: str = "q2a", patch_size: int = 16) -> dict:
+def vcr_batch(pool: ScenePool, processor, rng, index: np.ndarray, task: str = "q2a", patch_size: int = 16,
+              with_roles: bool = False, families: tuple[str, ...] | None = None) -> dict:
+    """VCR items, one per scene of ``index``: of a family drawn uniformly from ``families`` where it applies to the
+    scene (repeat one to draw it more often), else of any applicable family. ``with_roles`` (Q->A only) adds ``nearer_roles``: the rows (item *
+    choices + choice) of the choices "[a] is nearer to [x] ." whose x the question asked about, and their ``offsets``
+    (n, 4): ([x] - [a], [y] - [a]) / image size, y the other object asked about."""
     from ..vcr import build_vcr_inputs
 
-    records = [make_vcr(pool.scenes[i], rng, f"shapes_{pool.scenes[i].seed}.png") for i in index]
+    records = []
+    for i in index:
+        name = f"shapes_{pool.scenes[i].seed}.png"
+        family = None if families is None else families[int(rng.integers(len(families)))]
+        try:
+            records.append(make_vcr(pool.scenes[i], rng, name, question_family=family))
+        except ValueError:  # the family does not apply to this scene
+            records.append(make_vcr(pool.scenes[i], rng, name))
     images = [pool.scenes[i].pixels for i in index]
     # normalize() equals the processor's output for images already at their size, without the PIL round trip
-    batch = build_vcr_inputs(processor, [a for a, _ in records], images, [m for _, m in records], task=task,
-                             max_length=VCR_MAX_LENGTH, patch_size=patch_size,
-                             pixel_values=normalize(pool.pixels[index]))
-    return dict(batch)
+    batch = dict(build_vcr_inputs(processor, [a for a, _ in records], images, [m for _, m in records], task=task,
+                                  max_length=VCR_MAX_LENGTH, patch_size=patch_size,
+                                  pixel_values=normalize(pool.pixels[index])))
+    if with_roles:
+        rows, offsets = [], []
+        for item, (i, (annotation, _)) in enumerate(zip(index, records)):
+            for choice, answer in enumerate(annotation["answer_choices"]):
+                offset = nearer_offsets(pool.scenes[i], annotation, answer)
+                if offset is not None:
+                    rows.append(item * len(annotation["answer_choices"]) + choice)
+                    offsets.append(offset)
+        batch["nearer_roles"] = {"rows": torch.tensor(rows, dtype=torch.long),
+                                 "offsets": torch.tensor(np.array(offsets, dtype=np.float32).reshape(-1, 4))}
+    return batch
+
+
+def nearer_offsets(scene, annotation: dict, answer: list) -> np.ndarray | None:
+    """([x] - [a], [y] - [a]) / image size for a "nearer" item's answer "[a] is nearer to [x] ." when x is one of the
+    two objects the question asks about (y is the other); None for any other item or answer."""
+    if annotation["question_family"] != "nearer":
+        return None
+    a, *asked = (i for token in annotation["question"] if isinstance(token, list) for i in token)
+    named = [i for token in answer if isinstance(token, list) for i in token]
+    if "equally" in answer or named[-1] not in asked:
+        return None
+    x, y = named[-1], next(i for i in asked if i != named[-1])
+    center = {k: np.asarray(scene.objects[k].center, dtype=np.float64) for k in (a, x, y)}
+    return np.concatenate([center[x] - center[a], center[y] - center[a]]) / scene.image_size
 
 
 PRETRAINING_TASKS = {"itm": itm_batch, "pbc": pbc_batch, "mlm": mlm_batch, "mpc": mpc_batch}
 __all__ = ["HELD_OUT_SEED", "MPC_CLASSES", "PRETRAINING_TASKS", "ScenePool", "itm_batch", "mlm_batch", "mpc_batch",
-           "normalize", "pbc_batch", "vcr_batch", "vqa_batch"]
+           "nearer_offsets", "normalize", "pbc_batch", "vcr_batch", "vqa_batch"]

@@ -26,7 +26,7 @@ from ..configuration_vle import VLEConfig
 from ..explain.recorder import Recorder
 from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
 from ..processing_vle import VLEProcessor
-from .auxiliary import ObjectPointers, PatchProbe, grounding_head, grounding_loss
+from .auxiliary import ObjectPointers, PatchProbe, TagLosses, grounding_head, grounding_loss, tag_boxes
 from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, color_words, vcr_batch, vqa_batch
 from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, VQA_FAMILIES, world_corpus
 
@@ -51,12 +51,14 @@ class Stage:
     schedule: tuple[str, ...] = ("vqa",)
     init_from: str | None = None  # an earlier stage whose encoder (and heads, where it has them) this one starts from
     families: tuple[str, ...] | None = None  # VQA families to draw from (None: all)
+    vcr_families: tuple[str, ...] | None = None  # VCR families to draw from (None: any that applies)
     inventory_share: float = 0.0  # VQA: share of training-only inventory questions
     # weights of the training-only losses of ``auxiliary``: the dense patch loss on the image tower, the pointer
     # losses of texts that name objects by colour (VQA and ITM), and the evidence grounding of VQA answers
     patch_weight: float = 0.0
     pointer_weight: float = 0.0
     grounding_weight: float = 0.0
+    tag_weight: float = 0.0  # VCR: each tag word's first-layer attention on its box, and the "nearer" role offsets
     # the step from which the pointer losses are on: from the start they slow down every family that needs no
     # position (non-relational accuracy after 3,000 VQA steps: 0.73 with them, 0.96 without); once the image tower
     # is object-centric they teach left of / above within about 1,000 steps and cost the other families nothing
@@ -119,6 +121,7 @@ RECIPES = {
     "smoke": Recipe("smoke", (
         Stage("joint", 14, 1e-3, 4, schedule=tuple(OBJECTIVES), patch_weight=1.0, pointer_weight=1.0, pointer_from=7),
         Stage("vqa", 4, 1e-3, 4, init_from="joint", grounding_weight=1.0),
+        Stage("vcr", 4, 1e-3, 8, schedule=("vcr-q2a",), init_from="vqa", tag_weight=1.0, vcr_families=("nearer",)),
     ), pool_size=16, hidden=32, layers={"vision": 1, "text": 1, "fusion": 1}),
 }
 
@@ -201,6 +204,7 @@ class _Auxiliary(torch.nn.Module):
             if stage.init_from:  # start from the pretrained PBC head when the earlier stage has one
                 weights = load_file(os.path.join(_source(out_dir, stage.init_from, "pretrained"), "model.safetensors"))
             self.grounding = grounding_head(config.hidden_size, weights)
+        self.tags = TagLosses(config.hidden_size) if stage.tag_weight else None
 
 
 def _batch(objective: str, stage: Stage, pool: ScenePool, processor, rng, aux: _Auxiliary) -> tuple[dict, np.ndarray]:
@@ -213,7 +217,8 @@ def _batch(objective: str, stage: Stage, pool: ScenePool, processor, rng, aux: _
                          with_evidence=aux.grounding is not None, patch_size=PATCH_SIZE,
                          with_subjects=aux.pointers is not None), index
     index = pool.sample(rng, max(1, stage.batch_size // VCR_CHOICES))
-    return vcr_batch(pool, processor, rng, index, task=objective.removeprefix("vcr-"), patch_size=PATCH_SIZE), index
+    return vcr_batch(pool, processor, rng, index, task=objective.removeprefix("vcr-"), patch_size=PATCH_SIZE,
+                     with_roles=aux.tags is not None and objective == "vcr-q2a", families=stage.vcr_families), index
 
 
 def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: ScenePool, processor, rng, step: int
@@ -222,6 +227,7 @@ def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: Sce
     model = models[OBJECTIVES[objective]]
     batch, index = _batch(objective, stage, pool, processor, rng, aux)
     evidence, subjects = batch.pop("evidence_patches", None), batch.pop("subject_centers", None)
+    roles = batch.pop("nearer_roles", None)
     losses = {}
     # MPC must see its masked pixels, so the patch loss skips it
     if aux.patches is not None and objective != "mpc":
@@ -230,7 +236,22 @@ def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: Sce
         losses["patches"] = stage.patch_weight * aux.patches.loss(features[:, 1:], pool.patch_truth(index, PATCH_SIZE))
     kwargs = {"task": objective} if objective in PRETRAINING_TASKS else {}
     pointers = aux.pointers if objective in ("vqa", "itm") and step >= stage.pointer_from else None
-    if pointers is None:
+    if aux.tags is not None and objective.startswith("vcr-"):
+        # the first fusion layer's text→image attention, recomputed for the tag words from its inputs
+        attention = model.vle.cross_modal_text_layers[0].crossattention.self
+        inputs = {}
+        hook = attention.register_forward_pre_hook(lambda module, args: inputs.setdefault("args", args))
+        try:
+            out = model(**kwargs, **batch)
+        finally:
+            hook.remove()
+        hidden, context, context_mask = inputs["args"][:3]
+        tags = tag_boxes(batch["extend_token_type_ids"], context.shape[1])
+        losses["tags"] = stage.tag_weight * aux.tags.binding(attention, hidden, context, context_mask, tags)
+        if roles is not None:
+            losses["tags"] = losses["tags"] + stage.tag_weight * aux.tags.role_loss(out.vle_output.pooler_output,
+                                                                                      roles)
+    elif pointers is None:
         out = model(**kwargs, **batch)
     else:
         with Recorder(model, attentions=(), hidden=True, only=["fusion.text.0.hidden"], detach=False) as recorder:
