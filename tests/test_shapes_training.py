@@ -167,6 +167,10 @@ def test_a_joint_stage_trains_every_head_on_one_encoder(tmp_path, processor, poo
             torch.testing.assert_close(other[name], weight, msg=name)
     with pytest.raises(ValueError, match="'caption'"):
         Stage("joint", 1, 1e-3, 2, schedule=("vqa", "caption"))
+    with pytest.raises(ValueError, match="VCR families \\['nearest'\\]"):
+        Stage("vcr", 1, 1e-3, 2, schedule=("vcr-q2a",), vcr_families=("nearer", "nearest"))
+    with pytest.raises(ValueError, match="VQA families"):
+        Stage("vqa", 1, 1e-3, 2, families=("colour",))
 
 
 def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatch):

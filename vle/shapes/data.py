@@ -211,9 +211,9 @@ VCR_MAX_LENGTH = 40  # shapes-world VCR texts stay under 30 pieces; padding furt
 def vcr_batch(pool: ScenePool, processor, rng, index: np.ndarray, task: str = "q2a", patch_size: int = 16,
               with_roles: bool = False, families: tuple[str, ...] | None = None) -> dict:
     """VCR items, one per scene of ``index``: of a family drawn uniformly from ``families`` where it applies to the
-    scene (repeat one to draw it more often), else of any applicable family. ``with_roles`` (Q->A only) adds ``nearer_roles``: the rows (item *
-    choices + choice) of the choices "[a] is nearer to [x] ." whose x the question asked about, and their ``offsets``
-    (n, 4): ([x] - [a], [y] - [a]) / image size, y the other object asked about."""
+    scene (repeat one to draw it more often), else of any applicable family. ``with_roles`` (Q->A only) adds
+    ``nearer_roles``: the rows (item * choices + choice) of the choices "[a] is nearer to [x] ." whose x the question
+    asked about, and their ``offsets`` (n, 4): ([x] - [a], [y] - [a]) / image size, y the other object asked about."""
     from ..vcr import build_vcr_inputs
 
     records = []

@@ -28,7 +28,7 @@ from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEFo
 from ..processing_vle import VLEProcessor
 from .auxiliary import ObjectPointers, PatchProbe, TagLosses, grounding_head, grounding_loss, tag_boxes
 from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, color_words, vcr_batch, vqa_batch
-from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, VQA_FAMILIES, world_corpus
+from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, VCR_FAMILIES, VQA_FAMILIES, world_corpus
 
 IMAGE_SIZE, PATCH_SIZE = 128, 16
 TINY_LAYERS = {"vision": 3, "text": 2, "fusion": 2}  # transformer layers of each tower and of the fusion
@@ -69,6 +69,11 @@ class Stage:
         if unknown or not self.schedule:
             raise ValueError(f"stage {self.name!r}: unknown objectives {unknown or '(none given)'}; "
                              f"choose from {', '.join(OBJECTIVES)}")
+        for kind, given, known in (("VQA", self.families, VQA_FAMILIES), ("VCR", self.vcr_families, VCR_FAMILIES)):
+            unknown = [f for f in given or () if f not in known]
+            if unknown or given == ():
+                raise ValueError(f"stage {self.name!r}: unknown {kind} families {unknown or '(none given)'}; "
+                                 f"choose from {', '.join(known)}")
 
     @property
     def tasks(self) -> tuple[str, ...]:
