@@ -110,15 +110,22 @@ def relation_chain(model: VLEForVQA, pool: ScenePool, processor, patch_size: int
     return links
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="vle-tiny-shapes-vqa")
-    parser.add_argument("--n", type=int, default=256, help="scenes per split")
+def probe_arguments(doc: str, model: str, n: int) -> argparse.Namespace:
+    """The probes' command line (--model, --n scenes per split, --threads), parsed and applied: torch seeded, threads
+    set."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--model", default=model)
+    parser.add_argument("--n", type=int, default=n, help="scenes per split")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    return args
+
+
+def main() -> None:
+    args = probe_arguments(__doc__, "vle-tiny-shapes-vqa", 256)
     model = VLEForVQA.from_pretrained(args.model).eval()
     processor = VLEProcessor.from_pretrained(args.model)
 

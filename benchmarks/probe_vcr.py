@@ -21,13 +21,12 @@ Usage: python benchmarks/probe_vcr.py [--model vle-tiny-shapes-vcr-q2a] [--n 400
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 
 import numpy as np
 import torch
 
-from probe_shapes import probe_accuracy, probe_r2
+from probe_shapes import probe_accuracy, probe_arguments, probe_r2
 from vle import VLEForVCRQ2A
 from vle.explain.recorder import Recorder
 from vle.processing_vle import VLEProcessor
@@ -35,15 +34,10 @@ from vle.shapes.auxiliary import tag_boxes
 from vle.shapes.data import VCR_MAX_LENGTH, ScenePool, nearer_offsets, normalize
 from vle.shapes.evaluate import DEFAULT_SEED
 from vle.shapes.tasks_common import distance, relation_margin
-from vle.shapes.tasks_vcr import EXTREMES, make_vcr
+from vle.shapes.tasks_vcr import EXTREMES, draw_vcr, tagged_objects
 from vle.vcr import build_vcr_inputs
 
 MARGIN_BINS = (4, 8, 12, 16, 24, 32, 48, 1000)  # pixels
-
-
-def tagged(tokens: list) -> list[int]:
-    """Object indices of a VCR token list's tags, in reading order."""
-    return [i for token in tokens if isinstance(token, list) for i in token]
 
 
 def item_margin(scene, annotation: dict) -> float | None:
@@ -51,11 +45,11 @@ def item_margin(scene, annotation: dict) -> float | None:
     objects, question = scene.objects, annotation["question"]
     right = annotation["answer_choices"][annotation["answer_label"]]
     if annotation["question_family"] == "nearer":
-        a, b, c = (objects[i] for i in tagged(question))
+        a, b, c = (objects[i] for i in tagged_objects(question))
         return abs(distance(a, b) - distance(a, c))
     if annotation["question_family"] == "extreme":
-        relation, winner = EXTREMES[question[4]], objects[tagged(right)[0]]
-        rivals = {tagged(choice)[0] for choice in annotation["answer_choices"]} - {winner.index}
+        relation, winner = EXTREMES[question[4]], objects[tagged_objects(right)[0]]
+        rivals = {tagged_objects(choice)[0] for choice in annotation["answer_choices"]} - {winner.index}
         return min(relation_margin(winner, relation, objects[i]) for i in rivals)
     return None
 
@@ -66,13 +60,8 @@ def run_items(model, processor, pool: ScenePool, seed: int, family: str | None =
     records, hits, batches = [], [], []
     for start in range(0, len(pool), batch_size):
         index = range(start, min(start + batch_size, len(pool)))
-        chunk = []
-        for i in index:
-            rng = np.random.default_rng([seed, i, 4])
-            try:
-                chunk.append(make_vcr(pool.scenes[i], rng, "scene.png", question_family=family))
-            except ValueError:  # the family does not apply to this scene
-                chunk.append(make_vcr(pool.scenes[i], np.random.default_rng([seed, i, 4]), "scene.png"))
+        chunk = [draw_vcr(pool.scenes[i], np.random.default_rng([seed, i, 4]), "scene.png",
+                          None if family is None else (family,)) for i in index]
         inputs = build_vcr_inputs(processor, [a for a, _ in chunk], [pool.scenes[i].pixels for i in index],
                                   [m for _, m in chunk], max_length=VCR_MAX_LENGTH,
                                   patch_size=model.config.vision_config.patch_size,
@@ -131,7 +120,7 @@ def binding_chain(model, processor, n: int) -> None:
         for row, column, box in zip(*(tags[k].tolist() for k in ("rows", "columns", "boxes"))):
             scene, annotation = records[item + row // choices]
             box_types, text_types = types[row // choices][row % choices]
-            related = sorted(set(tagged(annotation["question"]) + tagged(annotation["answer_choices"][row % choices])))
+            related = sorted(set(tagged_objects(annotation["question"]) + tagged_objects(annotation["answer_choices"][row % choices])))
             centers.append(scene.objects[related[text_types[column] - 2]].center)
             floors.append(1 / (grid_tokens + len(box_types)))  # uniform over the row's unmasked image tokens
             for layer in range(layers):
@@ -171,14 +160,7 @@ def binding_chain(model, processor, n: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="vle-tiny-shapes-vcr-q2a")
-    parser.add_argument("--n", type=int, default=400, help="scenes per split")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = probe_arguments(__doc__, "vle-tiny-shapes-vcr-q2a", 400)
     model = VLEForVCRQ2A.from_pretrained(args.model).eval()
     processor = VLEProcessor.from_pretrained(args.model)
     accuracy_table(model, processor, args.n)

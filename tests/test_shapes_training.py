@@ -360,7 +360,7 @@ def test_tag_losses_read_the_real_attention_and_the_nearer_geometry(processor):
     the model ran; the role offsets are [x] - [a] and [y] - [a] of the scene; a stage with tag_weight trains them."""
     from vle import VLEForVCRQ2A
     from vle.explain.recorder import Recorder
-    from vle.shapes.auxiliary import TagLosses, tag_boxes
+    from vle.shapes.auxiliary import TagLosses, attention_inputs, tag_boxes
     from vle.shapes.data import nearer_offsets
     from vle.shapes.tasks_vcr import make_vcr
 
@@ -373,11 +373,9 @@ def test_tag_losses_read_the_real_attention_and_the_nearer_geometry(processor):
     roles = batch.pop("nearer_roles")
     batch.pop("labels")
     attention = model.vle.cross_modal_text_layers[0].crossattention.self
-    inputs = {}
-    hook = attention.register_forward_pre_hook(lambda module, args: inputs.setdefault("args", args))
-    with Recorder(model, attentions=("fusion",), only=["fusion.text.0.cross_attention"]) as recorder:
+    with attention_inputs(attention) as inputs, \
+            Recorder(model, attentions=("fusion",), only=["fusion.text.0.cross_attention"]) as recorder:
         model(**batch)
-    hook.remove()
     hidden, context, mask = inputs["args"][:3]
     grid = context.shape[1] - max(len(types) for item in batch["extend_token_type_ids"] for types, _ in item)
     tags = tag_boxes(batch["extend_token_type_ids"], context.shape[1])

@@ -30,6 +30,8 @@ torch.Size([])
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
@@ -114,6 +116,18 @@ def grounding_loss(head: torch.nn.Module, image_embeds: torch.Tensor, evidence: 
     return F.cross_entropy(logits.reshape(-1, 2), evidence.reshape(-1))
 
 
+@contextmanager
+def attention_inputs(attention):
+    """Within the block, ``inputs["args"]`` holds the (hidden, context, context_mask, eager) that the attention module
+    ``attention`` was last called with."""
+    inputs = {}
+    hook = attention.register_forward_pre_hook(lambda module, args: inputs.__setitem__("args", args))
+    try:
+        yield inputs
+    finally:
+        hook.remove()
+
+
 def tag_boxes(extend_token_type_ids, image_len: int) -> dict[str, torch.Tensor]:
     """Every tag word of a flattened VCR batch and its box token: ``rows`` (item * choices + choice), ``columns`` (its
     position in the text), ``boxes`` (its box token's position in the image stream of ``image_len`` tokens: class and
@@ -147,12 +161,13 @@ class TagLosses(torch.nn.Module):
         recomputed for the tag words alone from the inputs of ``attention`` (a text→image ``VLESelfAttention``):
         ``hidden`` (rows, text_len, H) the states its queries come from, ``context`` (rows, image_len, H) and
         ``context_mask`` (rows, 1, 1, image_len, additive) the image stream's."""
-        rows, n = tags["rows"], len(tags["rows"])
-        heads, dim = attention.num_heads, attention.head_dim
-        query = attention.query(hidden[rows, tags["columns"]]).view(n, heads, 1, dim)
-        key = attention.key(context[rows]).view(n, -1, heads, dim).transpose(1, 2)  # (n, heads, image_len, dim)
-        scores = (query @ key.transpose(-1, -2)).squeeze(2) * dim ** -0.5 + context_mask[rows].view(n, 1, -1)
-        return scores.softmax(-1)[torch.arange(n), :, tags["boxes"]]
+        rows = tags["rows"]
+        query = attention._split(attention.query(hidden[rows, tags["columns"]][:, None]))  # (tags, heads, 1, dim)
+        key = attention._split(attention.key(context[rows]))  # (tags, heads, image_len, dim)
+        # the scores as the shipped vcr-tags model was trained with them; modeling_vle.attention_probabilities scales
+        # the queries first, which agrees to float rounding but would not rebuild that checkpoint bit for bit
+        scores = (query @ key.transpose(-1, -2)).squeeze(2) * attention.head_dim ** -0.5 + context_mask[rows][:, 0]
+        return scores.softmax(-1)[torch.arange(len(rows)), :, tags["boxes"]]
 
     def binding(self, attention, hidden: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
                 tags: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -17,7 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .tasks import (ANSWERS, MPC_CLASSES, caption_holds, make_caption, make_mpc, make_negative_caption, make_pbc,
-                    make_vcr, make_vqa)
+                    make_vqa)
+from .tasks_vcr import draw_vcr, tagged_objects
 from .world import COLORS, make_scene, object_patches, patch_attributes, patch_coverage
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
@@ -216,14 +217,7 @@ def vcr_batch(pool: ScenePool, processor, rng, index: np.ndarray, task: str = "q
     asked about, and their ``offsets`` (n, 4): ([x] - [a], [y] - [a]) / image size, y the other object asked about."""
     from ..vcr import build_vcr_inputs
 
-    records = []
-    for i in index:
-        name = f"shapes_{pool.scenes[i].seed}.png"
-        family = None if families is None else families[int(rng.integers(len(families)))]
-        try:
-            records.append(make_vcr(pool.scenes[i], rng, name, question_family=family))
-        except ValueError:  # the family does not apply to this scene
-            records.append(make_vcr(pool.scenes[i], rng, name))
+    records = [draw_vcr(pool.scenes[i], rng, f"shapes_{pool.scenes[i].seed}.png", families) for i in index]
     images = [pool.scenes[i].pixels for i in index]
     # normalize() equals the processor's output for images already at their size, without the PIL round trip
     batch = dict(build_vcr_inputs(processor, [a for a, _ in records], images, [m for _, m in records], task=task,
@@ -247,8 +241,8 @@ def nearer_offsets(scene, annotation: dict, answer: list) -> np.ndarray | None:
     two objects the question asks about (y is the other); None for any other item or answer."""
     if annotation["question_family"] != "nearer":
         return None
-    a, *asked = (i for token in annotation["question"] if isinstance(token, list) for i in token)
-    named = [i for token in answer if isinstance(token, list) for i in token]
+    a, *asked = tagged_objects(annotation["question"])
+    named = tagged_objects(answer)
     if "equally" in answer or named[-1] not in asked:
         return None
     x, y = named[-1], next(i for i in asked if i != named[-1])

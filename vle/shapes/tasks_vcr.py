@@ -177,6 +177,22 @@ def make_vcr(scene: Scene, rng: np.random.Generator, img_fn: str, metadata_fn: s
     return annotation, vcr_metadata(scene)
 
 
+def draw_vcr(scene: Scene, rng: np.random.Generator, img_fn: str, families: tuple[str, ...] | None = None
+             ) -> tuple[dict, dict]:
+    """``make_vcr`` of a family drawn uniformly from ``families`` (repeat one to draw it more often) where it applies
+    to the scene, else of any applicable family (all of them with ``families`` None)."""
+    family = None if families is None else families[int(rng.integers(len(families)))]
+    try:
+        return make_vcr(scene, rng, img_fn, question_family=family)
+    except ValueError:  # the family does not apply to this scene
+        return make_vcr(scene, rng, img_fn)
+
+
+def tagged_objects(tokens: list) -> list[int]:
+    """The object indices of a VCR token list's tags, in reading order: ``["is", [0], "left", "of", [2]]`` -> [0, 2]."""
+    return [i for token in tokens if isinstance(token, list) for i in token]
+
+
 def vcr_metadata(scene: Scene) -> dict:
     """VCR metadata: boxes as [x1, y1, x2, y2, score] in pixels, image size, object class names."""
     return {"boxes": [[*map(float, o.box), 1.0] for o in scene.objects], "width": scene.image_size,

@@ -26,7 +26,8 @@ from ..configuration_vle import VLEConfig
 from ..explain.recorder import Recorder
 from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
 from ..processing_vle import VLEProcessor
-from .auxiliary import ObjectPointers, PatchProbe, TagLosses, grounding_head, grounding_loss, tag_boxes
+from .auxiliary import (ObjectPointers, PatchProbe, TagLosses, attention_inputs, grounding_head, grounding_loss,
+                        tag_boxes)
 from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, color_words, vcr_batch, vqa_batch
 from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, VCR_FAMILIES, VQA_FAMILIES, world_corpus
 
@@ -253,12 +254,8 @@ def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: Sce
     if aux.tags is not None and objective.startswith("vcr-"):
         # the first fusion layer's text→image attention, recomputed for the tag words from its inputs
         attention = model.vle.cross_modal_text_layers[0].crossattention.self
-        inputs = {}
-        hook = attention.register_forward_pre_hook(lambda module, args: inputs.setdefault("args", args))
-        try:
+        with attention_inputs(attention) as inputs:
             out = model(**kwargs, **batch)
-        finally:
-            hook.remove()
         hidden, context, context_mask = inputs["args"][:3]
         tags = tag_boxes(batch["extend_token_type_ids"], context.shape[1])
         losses["tags"] = stage.tag_weight * aux.tags.binding(attention, hidden, context, context_mask, tags)
