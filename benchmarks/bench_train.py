@@ -25,6 +25,19 @@ from vle.shapes.data import ScenePool
 from vle.shapes.evaluate import SHIPPED
 
 
+def cpu_description() -> str:
+    """The CPU's model name and its widest matrix units (this machine's speed differs twofold between CPU models)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            info = handle.read()
+    except OSError:
+        return "CPU unknown"
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    flags = set(fields.get("flags", "").split())
+    units = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{fields.get('model name', 'CPU')} ({', '.join(units) or 'no AVX2'})"
+
+
 def shipped_runs(folder: str, stages) -> None:
     """``folder/<stage>/<task>`` links to the shipped checkpoints, for every stage a later one starts from."""
     for stage in {s.init_from for s in stages if s.init_from}:
@@ -59,7 +72,7 @@ def main() -> None:
     began = time.perf_counter()
     pool = ScenePool(0, 500, T.IMAGE_SIZE)
     data = (time.perf_counter() - began) * plan.pool_size / 500
-    print(f"torch {torch.__version__}, {args.threads} threads; recipe {args.recipe!r}, {args.steps} timed steps per "
+    print(f"torch {torch.__version__} on {cpu_description()}, {args.threads} threads; recipe {args.recipe!r}, {args.steps} timed steps per "
           "stage phase")
     print(f"  {'scenes':28s} {data:7.0f} s  ({plan.pool_size} scenes)")
     total = data
