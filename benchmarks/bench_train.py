@@ -26,16 +26,15 @@ from vle.shapes.evaluate import SHIPPED
 
 
 def cpu_description() -> str:
-    """The CPU's model name and its widest matrix units (this machine's speed differs twofold between CPU models)."""
+    """The CPU's model name and the widest kernels torch uses on it (this machine's speed differs about twofold
+    between the CPU models it is given)."""
+    name = "CPU"
     try:
         with open("/proc/cpuinfo") as handle:
-            info = handle.read()
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), name)
     except OSError:
-        return "CPU unknown"
-    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
-    flags = set(fields.get("flags", "").split())
-    units = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{fields.get('model name', 'CPU')} ({', '.join(units) or 'no AVX2'})"
+        pass
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()} kernels"
 
 
 def shipped_runs(folder: str, stages) -> None:
@@ -72,8 +71,8 @@ def main() -> None:
     began = time.perf_counter()
     pool = ScenePool(0, 500, T.IMAGE_SIZE)
     data = (time.perf_counter() - began) * plan.pool_size / 500
-    print(f"torch {torch.__version__} on {cpu_description()}, {args.threads} threads; recipe {args.recipe!r}, {args.steps} timed steps per "
-          "stage phase")
+    print(f"torch {torch.__version__} on {cpu_description()}, {args.threads} threads; recipe {args.recipe!r}, "
+          f"{args.steps} timed steps per stage phase")
     print(f"  {'scenes':28s} {data:7.0f} s  ({plan.pool_size} scenes)")
     total = data
     with tempfile.TemporaryDirectory() as folder:
