@@ -213,3 +213,35 @@ def test_precomputed_image_features_skip_the_tower(config):
         cached = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                        image_features=features).logits
     torch.testing.assert_close(direct, cached)
+
+
+@pytest.mark.parametrize("cls", [VLEForVQA, VLEForITM, VLEForVCRQ2A])
+def test_pooled_only_gives_the_same_logits_and_gradients(config, cls):
+    """Training's shortcut: the last fusion layer updates only the class tokens, so the pooled pair, the logits and
+    every gradient equal the full forward's; the token states it skipped are None."""
+    model = cls(config).eval()
+    inputs = _vcr_inputs() if cls is VLEForVCRQ2A else _inputs()
+    labels = torch.tensor([0, 3]) if cls is VLEForVCRQ2A else None
+    runs = []
+    for pooled_only in (False, True):
+        model.zero_grad()
+        out = model(**inputs, pooled_only=pooled_only)
+        (out.logits.square().sum() if labels is None else model(**inputs, labels=labels).loss).backward()
+        runs.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (full, full_grads), (fast, fast_grads) = runs
+    torch.testing.assert_close(fast.logits, full.logits, rtol=1e-5, atol=1e-6)
+    assert fast.vle_output.text_embeds is None and fast.vle_output.image_embeds is None
+    if labels is None:
+        assert full_grads.keys() == fast_grads.keys()
+        for name, grad in full_grads.items():
+            torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_pooled_only_refuses_what_needs_token_states(config):
+    inputs = _inputs()
+    with pytest.raises(ValueError, match="PBC reads the fused token states"):
+        VLEForPBC(config)(**inputs, pooled_only=True)
+    with pytest.raises(ValueError, match="MLM reads the fused token states"):
+        VLEForMLM(config)(**inputs, pooled_only=True)
+    with pytest.raises(ValueError, match="output_attentions"):
+        VLEModel(config)(**inputs, pooled_only=True, output_attentions=True)

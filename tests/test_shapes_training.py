@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from vle import VLEForPretraining, VLEForVQA
 from vle.hub import shipped_models
 from vle.shapes import ANSWERS, NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, make_scene, world_corpus
-from vle.shapes.data import (PRETRAINING_TASKS, ScenePool, color_token_ids, color_words, normalize, vcr_batch,
-                             vqa_batch)
+from vle.shapes.data import (PRETRAINING_TASKS, VCR_MAX_LENGTH, ScenePool, color_token_ids, color_words, normalize,
+                             vcr_batch, vqa_batch)
 from vle.shapes.evaluate import SHIPPED, _vqa
 from vle.shapes.auxiliary import PATCH_READOUTS, ObjectPointers, PatchProbe
 from vle.shapes.train import (OBJECTIVES, RECIPES, TASK_MODELS, Stage, build_processor, run_models, shapes_config,
@@ -57,6 +57,10 @@ def test_every_batch_builder_runs_on_the_model(processor, pool):
     assert len(batch["vqa_labels"]) == 2
     vcr = vcr_batch(pool, processor, rng, np.array([3, 4]))
     assert vcr["input_ids"].shape[:2] == (2, 4) and vcr["labels"].shape == (2,)
+    # padded only to the batch's longest text, which the trimmed columns never cut
+    lengths = vcr["attention_mask"].sum(-1)
+    assert vcr["input_ids"].shape[2] == int(lengths.max()) < VCR_MAX_LENGTH
+    assert all(len(types) <= vcr["input_ids"].shape[2] for item in vcr["extend_token_type_ids"] for _, types in item)
 
 
 def test_a_few_steps_lower_the_loss(processor, pool):
@@ -360,7 +364,7 @@ def test_tag_losses_read_the_real_attention_and_the_nearer_geometry(processor):
     the model ran; the role offsets are [x] - [a] and [y] - [a] of the scene; a stage with tag_weight trains them."""
     from vle import VLEForVCRQ2A
     from vle.explain.recorder import Recorder
-    from vle.shapes.auxiliary import TagLosses, attention_inputs, tag_boxes
+    from vle.shapes.auxiliary import TagLosses, last_call, tag_boxes
     from vle.shapes.data import nearer_offsets
     from vle.shapes.tasks_vcr import make_vcr
 
@@ -373,7 +377,7 @@ def test_tag_losses_read_the_real_attention_and_the_nearer_geometry(processor):
     roles = batch.pop("nearer_roles")
     batch.pop("labels")
     attention = model.vle.cross_modal_text_layers[0].crossattention.self
-    with attention_inputs(attention) as inputs, \
+    with last_call(attention) as inputs, \
             Recorder(model, attentions=("fusion",), only=["fusion.text.0.cross_attention"]) as recorder:
         model(**batch)
     hidden, context, mask = inputs["args"][:3]

@@ -117,13 +117,13 @@ def grounding_loss(head: torch.nn.Module, image_embeds: torch.Tensor, evidence: 
 
 
 @contextmanager
-def attention_inputs(attention):
-    """Within the block, ``inputs["args"]`` holds the (hidden, context, context_mask, eager) that the attention module
-    ``attention`` was last called with."""
-    inputs = {}
-    hook = attention.register_forward_pre_hook(lambda module, args: inputs.__setitem__("args", args))
+def last_call(module):
+    """Within the block, ``call["args"]`` and ``call["output"]`` hold the positional inputs and the output of
+    ``module``'s last call (a plain hook: the model keeps its fused attention kernels)."""
+    call = {}
+    hook = module.register_forward_hook(lambda _, args, output: call.update(args=args, output=output))
     try:
-        yield inputs
+        yield call
     finally:
         hook.remove()
 

@@ -223,6 +223,9 @@ def vcr_batch(pool: ScenePool, processor, rng, index: np.ndarray, task: str = "q
     batch = dict(build_vcr_inputs(processor, [a for a, _ in records], images, [m for _, m in records], task=task,
                                   max_length=VCR_MAX_LENGTH, patch_size=patch_size,
                                   pixel_values=normalize(pool.pixels[index])))
+    longest = int(batch["attention_mask"].sum(-1).max())  # padding past the longest text only costs time
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        batch[key] = batch[key][..., :longest]
     if with_roles:
         rows, offsets = [], []
         for item, (i, (annotation, _)) in enumerate(zip(index, records)):
