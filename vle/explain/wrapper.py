@@ -63,8 +63,10 @@ class TargetForward:
         return kwargs
 
     def logits(self, input_ids=None, pixel_values=None, text_keep=None) -> torch.Tensor:
-        kwargs = self._batch(input_ids, pixel_values, text_keep)
-        return self.model(**kwargs, **self.target.model_kwargs(self.model)).logits
+        kwargs = {**self._batch(input_ids, pixel_values, text_keep), **self.target.model_kwargs(self.model)}
+        if self.target.head != "pbc":  # the other heads read only the pooled pair: skip the token states they ignore
+            kwargs["pooled_only"] = True
+        return self.model(**kwargs).logits
 
     def __call__(self, input_ids=None, pixel_values=None, text_keep=None) -> torch.Tensor:
         logits = self.logits(input_ids, pixel_values, text_keep)
