@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vle import (VLEConfig, VLEForITM, VLEForMLM, VLEForMPC, VLEForPBC, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA,
-                 VLEModel)
+from vle import (VLEConfig, VLEForITM, VLEForMLM, VLEForMPC, VLEForPBC, VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R,
+                 VLEForVQA, VLEModel)
 
 
 def _inputs(batch=2, length=6, size=32):
@@ -239,6 +239,9 @@ def test_pooled_only_gives_the_same_logits_and_gradients(config, cls):
 
 def test_pooled_only_refuses_what_needs_token_states(config):
     inputs = _inputs()
+    pretraining = VLEForPretraining(config)
+    assert [pretraining.reads_pooled_only(t) for t in ("itm", "pbc", "mlm", "mpc")] == [True, False, False, False]
+    assert VLEForVQA(config).reads_pooled_only() and not VLEForPBC(config).reads_pooled_only()
     with pytest.raises(ValueError, match="PBC reads the fused token states"):
         VLEForPBC(config)(**inputs, pooled_only=True)
     with pytest.raises(ValueError, match="MLM reads the fused token states"):

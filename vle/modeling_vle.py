@@ -531,6 +531,11 @@ class _VLEHeadModel(VLEPreTrainedModel):
         kwargs.pop("return_dict", None)
         return self.vle(**kwargs)
 
+    def reads_pooled_only(self, task: str | None = None) -> bool:
+        """Whether the head (of ``task``, for the pretraining model) reads only the pooled pair, so a caller that
+        needs nothing but its logits or loss can pass ``pooled_only=True``. VQA and VCR heads do."""
+        return True
+
 
 class VLEForVQA(_VLEHeadModel):
     """Answer classifier over the pooled pair; ``config.id2label`` names the answers.
@@ -647,6 +652,9 @@ class _PretrainingHeads(_VLEHeadModel):
                 predictions.bias = nn.Parameter(torch.zeros(predictions.bias.shape, dtype=words.dtype, device=words.device))
             predictions.decoder.weight = words
             predictions.decoder.bias = predictions.bias
+
+    def reads_pooled_only(self, task: str | None = None) -> bool:
+        return (task or self.heads[0]) == "itm"  # PBC, MLM and MPC read the fused token states
 
     def _encode_tokens(self, kwargs, task: str) -> VLEModelOutput:
         if kwargs.get("pooled_only"):

@@ -64,7 +64,7 @@ class TargetForward:
 
     def logits(self, input_ids=None, pixel_values=None, text_keep=None) -> torch.Tensor:
         kwargs = {**self._batch(input_ids, pixel_values, text_keep), **self.target.model_kwargs(self.model)}
-        if self.target.head != "pbc":  # the other heads read only the pooled pair: skip the token states they ignore
+        if self.model.reads_pooled_only(kwargs.get("task")):  # skip the token states the head does not read
             kwargs["pooled_only"] = True
         return self.model(**kwargs).logits
 

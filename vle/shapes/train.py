@@ -35,7 +35,6 @@ TINY_LAYERS = {"vision": 3, "text": 2, "fusion": 2}  # transformer layers of eac
 TASK_MODELS = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vcr-q2a": VLEForVCRQ2A, "vcr-qa2r": VLEForVCRQA2R}
 OBJECTIVES = {"itm": "pretrained", "pbc": "pretrained", "mlm": "pretrained", "mpc": "pretrained", "vqa": "vqa",
               "vcr-q2a": "vcr-q2a", "vcr-qa2r": "vcr-qa2r"}
-POOLED_OBJECTIVES = ("itm", "vqa", "vcr-q2a", "vcr-qa2r")  # their heads read only the pooled pair
 VCR_CHOICES = 4  # a VCR item is four texts on one image: its batches hold a quarter as many items
 
 
@@ -250,10 +249,10 @@ def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: Sce
         losses["patches"] = stage.patch_weight * aux.patches.loss(features[:, 1:], pool.patch_truth(index, PATCH_SIZE))
     kwargs = {"task": objective} if objective in PRETRAINING_TASKS else {}
     pointers = aux.pointers if objective in ("vqa", "itm") and step >= stage.pointer_from else None
-    # these heads read only the pooled pair; the pointer and tag losses read the first fusion layer, which must then
-    # not be the last one, and the grounding loss the fused patch states
+    # skip the token states no head reads; but the pointer and tag losses read the first fusion layer, which must
+    # then not be the last one, and the grounding loss reads the fused patch states
     first_layer_read = (pointers is not None or aux.tags is not None) and len(model.vle.cross_modal_text_layers) == 1
-    if objective in POOLED_OBJECTIVES and evidence is None and not first_layer_read:
+    if model.reads_pooled_only(kwargs.get("task")) and evidence is None and not first_layer_read:
         kwargs["pooled_only"] = True
     if aux.tags is not None and objective.startswith("vcr-"):
         # the first fusion layer's text→image attention, recomputed for the tag words from its inputs
