@@ -177,6 +177,37 @@ def test_a_joint_stage_trains_every_head_on_one_encoder(tmp_path, processor, poo
         Stage("vqa", 1, 1e-3, 2, families=("colour",))
 
 
+def test_texts_sharing_a_scene_run_the_image_tower_once(processor, pool, monkeypatch):
+    import vle.shapes.train as training
+
+    config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
+    shared = Stage("joint", 8, 1e-3, 6, schedule=("vqa", "itm", "pbc", "mlm", "mpc"), patch_weight=1.0,
+                   pointer_weight=1.0, texts_per_image=3)
+    alone = Stage("joint", 8, 1e-3, 6, schedule=shared.schedule, patch_weight=1.0, pointer_weight=1.0)
+    torch.manual_seed(0)
+    models, aux, _, _ = stage_modules(shared, config, processor, "")
+    tower_batches = []
+    models["pretrained"].vle.vision_model.register_forward_hook(
+        lambda module, args, out: tower_batches.append(len(args[0])))
+    real_batch = training._batch
+    for objective in shared.schedule:
+        batch, index = real_batch(objective, shared, pool, processor, np.random.default_rng(1), aux)
+        assert len(index) == 6
+        # MPC masks one object per text, so its texts never share an image
+        assert (len(set(index)) == 2) == (objective != "mpc"), (objective, index)
+        monkeypatch.setattr(training, "_batch", lambda *args: (dict(batch), index))
+        tower_batches.clear()
+        losses = {stage.texts_per_image: training._loss(stage, objective, models, aux, pool, processor, None, 0)
+                  for stage in (shared, alone)}
+        assert tower_batches == ([6, 6] if objective == "mpc" else [2, 6]), objective
+        # the same losses as running the tower on every text's copy of the image
+        assert losses[3].keys() == losses[1].keys()
+        for name in losses[1]:
+            torch.testing.assert_close(losses[3][name], losses[1][name], msg=f"{objective}: {name}")
+    with pytest.raises(ValueError, match="texts_per_image 4 .* batch_size 6"):
+        Stage("joint", 1, 1e-3, 6, texts_per_image=4)
+
+
 def test_interrupted_stage_resumes_exactly(tmp_path, processor, pool, monkeypatch):
     import vle.shapes.train as training
 

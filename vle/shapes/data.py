@@ -38,7 +38,9 @@ class ScenePool:
         seeds = range(start_seed, start_seed + n)
         self.scenes = [make_scene(seed, image_size) for seed in tqdm(seeds, desc="rendering scenes",
                                                                       disable=not progress, leave=False)]
+        # contiguous (n, 3, H, W): normalising a batch gathered from the (n, H, W, 3) layout took three times as long
         self.pixels = torch.from_numpy(np.stack([scene.pixels for scene in self.scenes])).permute(0, 3, 1, 2)
+        self.pixels = self.pixels.contiguous()
         self._patch_truth: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def __len__(self) -> int:

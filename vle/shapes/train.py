@@ -62,6 +62,10 @@ class Stage:
     # position (non-relational accuracy after 3,000 VQA steps: 0.73 with them, 0.96 without); once the image tower
     # is object-centric they teach left of / above within about 1,000 steps and cost the other families nothing
     pointer_from: int = 0
+    # texts drawn per scene in the batches of VQA, ITM, PBC and MLM (``batch_size // texts_per_image`` scenes): the
+    # image tower, the largest part of a step, then runs once per scene and its features are shared by the texts.
+    # MPC (each text masks its own object) and VCR (four choices per scene already) ignore it
+    texts_per_image: int = 1
 
     def __post_init__(self):
         unknown = [o for o in self.schedule if o not in OBJECTIVES]
@@ -73,6 +77,9 @@ class Stage:
             if unknown or given == ():
                 raise ValueError(f"stage {self.name!r}: unknown {kind} families {unknown or '(none given)'}; "
                                  f"choose from {', '.join(known)}")
+        if self.texts_per_image < 1 or self.batch_size % self.texts_per_image:
+            raise ValueError(f"stage {self.name!r}: texts_per_image {self.texts_per_image} must be at least 1 and "
+                             f"divide batch_size {self.batch_size}")
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -220,12 +227,18 @@ class _Auxiliary(torch.nn.Module):
         self.tags = TagLosses(config.hidden_size) if stage.tag_weight else None
 
 
+def _texts_per_image(stage: Stage, objective: str) -> int:
+    return 1 if objective == "mpc" or objective.startswith("vcr-") else stage.texts_per_image
+
+
 def _batch(objective: str, stage: Stage, pool: ScenePool, processor, rng, aux: _Auxiliary) -> tuple[dict, np.ndarray]:
+    """A batch of ``objective`` and the pool index of each of its rows; a scene's rows are adjacent."""
+    shared = _texts_per_image(stage, objective)
     if objective in PRETRAINING_TASKS:
-        index = pool.sample(rng, stage.batch_size)
+        index = np.repeat(pool.sample(rng, stage.batch_size // shared), shared)
         return PRETRAINING_TASKS[objective](pool, processor, rng, index), index
     if objective == "vqa":
-        index = pool.sample(rng, stage.batch_size)
+        index = np.repeat(pool.sample(rng, stage.batch_size // shared), shared)
         return vqa_batch(pool, processor, rng, index, families=stage.families, inventory_share=stage.inventory_share,
                          with_evidence=aux.grounding is not None, patch_size=PATCH_SIZE,
                          with_subjects=aux.pointers is not None), index
@@ -242,11 +255,14 @@ def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: Sce
     evidence, subjects = batch.pop("evidence_patches", None), batch.pop("subject_centers", None)
     roles = batch.pop("nearer_roles", None)
     losses = {}
+    shared = _texts_per_image(stage, objective)
+    scenes = index[::shared]  # one image per scene: the model repeats its features for the scene's texts
+    batch["pixel_values"] = batch["pixel_values"][::shared]
     # MPC must see its masked pixels, so the patch loss skips it
     if aux.patches is not None and objective != "mpc":
-        features = model.vle.get_image_features(batch.pop("pixel_values"))  # (batch, 1 + patches, Hv)
+        features = model.vle.get_image_features(batch.pop("pixel_values"))  # (scenes, 1 + patches, Hv)
         batch["image_features"] = features
-        losses["patches"] = stage.patch_weight * aux.patches.loss(features[:, 1:], pool.patch_truth(index, PATCH_SIZE))
+        losses["patches"] = stage.patch_weight * aux.patches.loss(features[:, 1:], pool.patch_truth(scenes, PATCH_SIZE))
     kwargs = {"task": objective} if objective in PRETRAINING_TASKS else {}
     pointers = aux.pointers if objective in ("vqa", "itm") and step >= stage.pointer_from else None
     # skip the token states no head reads; but the pointer and tag losses read the first fusion layer, which must
