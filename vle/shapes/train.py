@@ -235,18 +235,18 @@ def _texts_per_image(stage: Stage, objective: str) -> int:
 
 def _batch(objective: str, stage: Stage, pool: ScenePool, processor, rng, aux: _Auxiliary) -> tuple[dict, np.ndarray]:
     """A batch of ``objective`` and the pool index of each of its rows; a scene's rows are adjacent."""
+    if objective.startswith("vcr-"):
+        index = pool.sample(rng, max(1, stage.batch_size // VCR_CHOICES))
+        return vcr_batch(pool, processor, rng, index, task=objective.removeprefix("vcr-"), patch_size=PATCH_SIZE,
+                         with_roles=aux.tags is not None and objective == "vcr-q2a",
+                         families=stage.vcr_families), index
     shared = _texts_per_image(stage, objective)
+    index = np.repeat(pool.sample(rng, stage.batch_size // shared), shared)
     if objective in PRETRAINING_TASKS:
-        index = np.repeat(pool.sample(rng, stage.batch_size // shared), shared)
         return PRETRAINING_TASKS[objective](pool, processor, rng, index), index
-    if objective == "vqa":
-        index = np.repeat(pool.sample(rng, stage.batch_size // shared), shared)
-        return vqa_batch(pool, processor, rng, index, families=stage.families, inventory_share=stage.inventory_share,
-                         with_evidence=aux.grounding is not None, patch_size=PATCH_SIZE,
-                         with_subjects=aux.pointers is not None), index
-    index = pool.sample(rng, max(1, stage.batch_size // VCR_CHOICES))
-    return vcr_batch(pool, processor, rng, index, task=objective.removeprefix("vcr-"), patch_size=PATCH_SIZE,
-                     with_roles=aux.tags is not None and objective == "vcr-q2a", families=stage.vcr_families), index
+    return vqa_batch(pool, processor, rng, index, families=stage.families, inventory_share=stage.inventory_share,
+                     with_evidence=aux.grounding is not None, patch_size=PATCH_SIZE,
+                     with_subjects=aux.pointers is not None), index
 
 
 def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: ScenePool, processor, rng, step: int
