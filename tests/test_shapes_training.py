@@ -263,6 +263,82 @@ def test_evidence_patches_mark_the_objects_an_answer_depends_on(processor, pool)
     assert (both.reshape(8, 8).astype(bool) == (object_patches(scene, 0) | object_patches(scene, 1))).all()
 
 
+def _gradients_averaged_over_two_processes():
+    from vle.shapes import parallel
+
+    rank, _ = parallel.world()
+    module = torch.nn.ModuleDict({name: torch.nn.Linear(2, 1, bias=False) for name in ("both", "first", "neither")})
+    module["both"].weight.grad = torch.full((1, 2), rank + 1.0)
+    if rank == 0:
+        module["first"].weight.grad = torch.tensor([[4.0, -2.0]])
+    losses = parallel.average(module, {"b": torch.tensor(rank * 2.0), "a": torch.tensor(1.0)})
+    return ({name: None if p.grad is None else p.grad.tolist() for name, p in module.named_parameters()},
+            {name: float(value) for name, value in losses.items()})
+
+
+def test_processes_average_their_gradients_and_losses():
+    from vle.shapes import parallel
+
+    gradients, losses = parallel.launch(_gradients_averaged_over_two_processes, 2)
+    # a parameter only one process reached gets the mean with zero for the other; one none reached keeps no gradient
+    assert gradients == {"both.weight": [[1.5, 1.5]], "first.weight": [[2.0, -1.0]], "neither.weight": None}
+    assert losses == {"a": 1.0, "b": 1.0}
+    assert parallel.world() == (0, 1) and parallel.launch(lambda: 7, 1) == 7
+
+
+def test_data_parallel_training_applies_the_mean_of_the_processes_gradients(tmp_path, processor, monkeypatch):
+    import dataclasses
+
+    import vle.shapes.train as training
+    from vle.shapes import parallel
+
+    stage = Stage("vqa", 1, 1e-3, 8, patch_weight=1.0, pointer_weight=1.0)
+    recipe = training.Recipe("tiny", (stage,), pool_size=16, hidden=32, layers=RECIPES["smoke"].layers)
+    train(str(tmp_path), recipe=recipe, processes=2)
+    trained_in_two = VLEForVQA.from_pretrained(str(tmp_path / "vqa" / "vqa"))
+    # the same step here: each process's half batch (drawn from seed, step and rank), the mean of their gradients
+    config = shapes_config(len(processor.tokenizer), hidden=32, layers=recipe.layers)
+    pool, half = ScenePool(0, 16), dataclasses.replace(stage, batch_size=4)
+    gradients = []
+    for rank in (0, 1):
+        monkeypatch.setattr(parallel, "world", lambda rank=rank: (rank, 2))
+        torch.manual_seed(0)
+        models, aux, trained, _ = stage_modules(half, config, processor, "")
+        losses = training._loss(half, "vqa", models, aux, pool, processor, np.random.default_rng([0, 0, rank]), 0)
+        sum(losses.values()).backward()
+        gradients.append({name: p.grad for name, p in trained.named_parameters() if p.grad is not None})
+    assert gradients[0]["vqa.vqa_classifier.3.weight"].ne(gradients[1]["vqa.vqa_classifier.3.weight"]).any()
+    torch.manual_seed(0)
+    models, _, trained, optimizer = stage_modules(half, config, processor, "")
+    for name, param in trained.named_parameters():
+        if name in gradients[0] or name in gradients[1]:
+            param.grad = sum(g.get(name, torch.zeros_like(param)) for g in gradients) / 2
+    torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+    optimizer.step()
+    for name, weight in models["vqa"].state_dict().items():
+        torch.testing.assert_close(trained_in_two.state_dict()[name], weight, msg=name)
+
+
+def test_data_parallel_training_refuses_batches_that_do_not_split(tmp_path):
+    from vle.shapes.train import Recipe, default_processes, share_of_batch
+
+    vcr = Stage("vcr", 1, 1e-3, 8, schedule=("vcr-q2a",))
+    assert share_of_batch(vcr, 2).batch_size == 4
+    with pytest.raises(ValueError, match="batch_size 8 does not split over 4 processes .*VCR items"):
+        share_of_batch(vcr, 4)
+    with pytest.raises(ValueError, match="does not split over 3 processes"):
+        train(str(tmp_path), recipe="full", processes=3)
+    with pytest.raises(ValueError, match="processes must be at least 1"):
+        train(str(tmp_path), recipe="full", processes=0)
+    assert 1 <= default_processes("full") <= 8
+    assert default_processes("smoke") == 1  # its batch of 4 holds a single VCR item
+    # an error in a process stops the run and names the problem
+    broken = Recipe("broken", (Stage("vqa", 1, 1e-3, 4, init_from="nowhere"),), pool_size=8, hidden=32,
+                    layers=RECIPES["smoke"].layers)
+    with pytest.raises(Exception, match="'nowhere'"):
+        train(str(tmp_path / "broken"), recipe=broken, processes=2)
+
+
 def test_smoke_recipe_writes_hfl_layout_checkpoints(tmp_path):
     timings = train(str(tmp_path), recipe="smoke")
     assert set(timings) >= {"joint", "vqa", "vcr", "total"}
@@ -336,16 +412,20 @@ def test_shipped_q2a_model_binds_its_tags_and_compares_distances():
     assert accuracy >= 0.7, accuracy  # a guard with room for the sampling noise of ~50 items
 
 
-def test_training_time_benchmark_projects_every_stage():
+@pytest.mark.parametrize("processes", [1, 2])
+def test_training_time_benchmark_projects_every_stage(processes):
     """benchmarks/bench_train.py times the real training step of each stage (from the shipped checkpoints where a
-    stage starts from an earlier one) and projects the recipe's time."""
+    stage starts from an earlier one), in one process or data-parallel as training runs, and projects the recipe's
+    time."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_train.py"), "--steps", "1", "--threads",
-                           "1"], capture_output=True, text=True, cwd=root, timeout=600)
+                           str(processes), "--processes", str(processes)], capture_output=True, text=True, cwd=root,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{processes} threads in {processes} process" in done.stdout
     lines = done.stdout.splitlines()
     for stage in RECIPES["full"].stages:
         assert any(line.strip().startswith(f"{stage.name} steps") for line in lines), done.stdout

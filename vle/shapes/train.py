@@ -11,9 +11,11 @@ run picks up where it stopped. ``OUT/models.json`` names each task's final folde
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 from ..configuration_vle import VLEConfig
 from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
 from ..processing_vle import VLEProcessor
+from . import parallel
 from .auxiliary import ObjectPointers, PatchProbe, TagLosses, grounding_head, grounding_loss, last_call, tag_boxes
 from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, color_words, vcr_batch, vqa_batch
 from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, VCR_FAMILIES, VQA_FAMILIES, world_corpus
@@ -318,11 +321,15 @@ def stage_modules(stage: Stage, config: VLEConfig, processor, out_dir: str):
 def train_step(stage: Stage, models: dict, aux: _Auxiliary, trained: torch.nn.Module, optimizer, pool: ScenePool,
                processor, seed: int, step: int) -> dict[str, torch.Tensor]:
     """One optimizer step of ``stage`` at ``step`` (its objective is ``schedule[step % len(schedule)]``); returns
-    the losses. The batch is a function of (seed, step), so a resumed run repeats it exactly."""
-    rng = np.random.default_rng([seed, step])
+    the losses. The batch is a function of (seed, step), so a resumed run repeats it exactly. In a parallel run
+    (``parallel``) ``stage`` holds this process's share of the batch, drawn from (seed, step, rank), and the
+    gradients and the returned losses are the processes' mean."""
+    rank, processes = parallel.world()
+    rng = np.random.default_rng([seed, step] if processes == 1 else [seed, step, rank])
     losses = _loss(stage, stage.schedule[step % len(stage.schedule)], models, aux, pool, processor, rng, step)
     optimizer.zero_grad(set_to_none=True)
     sum(losses.values()).backward()
+    losses = parallel.average(trained, losses)
     torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
     optimizer.step()
     return losses
@@ -337,6 +344,8 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
     if all(os.path.isfile(os.path.join(f, "config.json")) for f in folders.values()) and not os.path.isfile(state_path):
         return folders  # finished earlier
     torch.manual_seed(seed)
+    main = parallel.is_main()
+    stage = share_of_batch(stage, parallel.world()[1])
     models, aux, trained, optimizer = stage_modules(stage, config, processor, out_dir)
     warmup = max(1, stage.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, stage.steps, warmup))
@@ -347,9 +356,11 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
+    parallel.broadcast_parameters(trained)
     os.makedirs(stage_root, exist_ok=True)
     smoothed: dict[str, float] = {}
-    bar = tqdm(range(start, stage.steps), desc=f"train {stage.name}", initial=start, total=stage.steps)
+    bar = tqdm(range(start, stage.steps), desc=f"train {stage.name}", initial=start, total=stage.steps,
+               disable=not main)
     for step in bar:
         losses = train_step(stage, models, aux, trained, optimizer, pool, processor, seed, step)
         scheduler.step()
@@ -357,15 +368,29 @@ def train_stage(stage: Stage, config: VLEConfig, pool: ScenePool, processor, out
             value = loss.item()
             smoothed[name] = 0.95 * smoothed.get(name, value) + 0.05 * value
         bar.set_postfix({k: f"{v:.3f}" for k, v in smoothed.items()})
-        if (step + 1) % checkpoint_every == 0 and step + 1 < stage.steps:
+        if main and (step + 1) % checkpoint_every == 0 and step + 1 < stage.steps:
             torch.save({"model": trained.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "step": step + 1}, state_path)
-    for task, model in models.items():
-        model.eval().save_pretrained(folders[task])
-        processor.save_pretrained(folders[task])
-    if os.path.isfile(state_path):
-        os.remove(state_path)
+    if main:
+        for task, model in models.items():
+            model.eval().save_pretrained(folders[task])
+            processor.save_pretrained(folders[task])
+        if os.path.isfile(state_path):
+            os.remove(state_path)
+    parallel.barrier()  # the next stage starts from these folders
     return folders
+
+
+def share_of_batch(stage: Stage, processes: int) -> Stage:
+    """``stage`` with each of ``processes`` processes' share of its batch; a clear error when it does not split."""
+    if processes == 1:
+        return stage
+    per_item = VCR_CHOICES if any(o.startswith("vcr-") for o in stage.schedule) else 1
+    if stage.batch_size % (processes * per_item * stage.texts_per_image):
+        raise ValueError(f"stage {stage.name!r}: batch_size {stage.batch_size} does not split over {processes} "
+                         f"processes (each share must hold whole {'VCR items of 4 texts' if per_item > 1 else 'scenes'}"
+                         f" and a multiple of texts_per_image {stage.texts_per_image}); use fewer processes")
+    return dataclasses.replace(stage, batch_size=stage.batch_size // processes)
 
 
 def run_models(run_dir: str) -> dict[str, str]:
@@ -378,19 +403,50 @@ def run_models(run_dir: str) -> dict[str, str]:
         return {task: os.path.join(run_dir, folder) for task, folder in json.load(handle).items()}
 
 
-def train(out_dir: str, recipe: str = "full", seed: int = 0, threads: int | None = None) -> dict[str, float]:
-    """Run a whole recipe into ``out_dir``; returns seconds per stage."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+def train(out_dir: str, recipe: str | Recipe = "full", seed: int = 0, threads: int | None = None,
+          processes: int = 1) -> dict[str, float]:
+    """Run a whole recipe (a name in ``RECIPES``, or a ``Recipe``) into ``out_dir``; returns seconds per stage.
+    ``processes`` > 1 trains data-parallel (``parallel``: each process takes its share of every batch, on
+    ``threads // processes`` threads)."""
+    if not isinstance(recipe, Recipe):
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        recipe = RECIPES[recipe]
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    for stage in recipe.stages:
+        share_of_batch(stage, processes)
+    threads = max(1, (threads or torch.get_num_threads()) // processes) if processes > 1 or threads else None
+    return parallel.launch(_run, processes, out_dir, recipe, seed, threads)
+
+
+def default_processes(recipe: str, limit: int = 8) -> int:
+    """One process per available core (at most ``limit``, say the threads asked for), as many as every stage's batch
+    splits into."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for processes in range(min(cores, limit), 1, -1):
+        try:
+            for stage in RECIPES[recipe].stages:
+                share_of_batch(stage, processes)
+            return processes
+        except ValueError:
+            continue
+    return 1
+
+
+def _run(out_dir: str, plan: Recipe, seed: int, threads: int | None) -> dict[str, float]:
     if threads:
         torch.set_num_threads(threads)
-    plan = RECIPES[recipe]
+    main = parallel.is_main()
+    if not main:  # the first process reports for all
+        parallel.quiet()
     os.makedirs(out_dir, exist_ok=True)
     timings = {}
     start = time.perf_counter()
-    processor = build_processor(out_dir, seed)
+    with tempfile.TemporaryDirectory() as scratch:  # every process trains the same tokenizer; the first keeps its files
+        processor = build_processor(out_dir if main else scratch, seed)
     config = shapes_config(len(processor.tokenizer), plan.hidden, plan.layers)
-    pool = ScenePool(seed * plan.pool_size, plan.pool_size, IMAGE_SIZE, progress=True)
+    pool = ScenePool(seed * plan.pool_size, plan.pool_size, IMAGE_SIZE, progress=main)
     assert seed * plan.pool_size + plan.pool_size <= HELD_OUT_SEED, "training scenes must stay below the held-out seeds"
     timings["data"] = time.perf_counter() - start
     final = {}
@@ -399,7 +455,8 @@ def train(out_dir: str, recipe: str = "full", seed: int = 0, threads: int | None
         for task, folder in train_stage(stage, config, pool, processor, out_dir, seed).items():
             final[task] = os.path.relpath(folder, out_dir)  # a later stage's model of a task replaces an earlier one
         timings[stage.name] = time.perf_counter() - began
-    with open(os.path.join(out_dir, "models.json"), "w") as handle:
-        json.dump(final, handle, indent=2)
+    if main:
+        with open(os.path.join(out_dir, "models.json"), "w") as handle:
+            json.dump(final, handle, indent=2)
     timings["total"] = time.perf_counter() - start
     return timings
