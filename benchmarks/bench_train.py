@@ -6,7 +6,10 @@ The full recipe must finish within 60 minutes on 2 CPU cores, and this machine's
 stage starts from an earlier one; stages whose pointer losses switch on part-way are timed in both phases. The
 projection is steps x seconds per step, plus the scene pool scaled from a 500-scene sample.
 
-Usage: python benchmarks/bench_train.py [--recipe full|teaching] [--steps N] [--threads T]
+With ``--processes P`` (default: as many as ``vle-workbench train`` uses here) the steps run data-parallel, as the
+training command runs them: P processes on T / P threads each, each on its share of every batch.
+
+Usage: python benchmarks/bench_train.py [--recipe full|teaching] [--steps N] [--threads T] [--processes P]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from vle.hub import resolve_model_path
 from vle.processing_vle import VLEProcessor
+from vle.shapes import parallel
 from vle.shapes import train as T
 from vle.shapes.data import ScenePool
 from vle.shapes.evaluate import SHIPPED
@@ -47,7 +51,9 @@ def shipped_runs(folder: str, stages) -> None:
 
 def seconds_per_step(stage, config, pool, processor, folder: str, start: int, steps: int) -> float:
     """Mean seconds of a training step over ``steps`` steps from step ``start`` (after two untimed warm-up steps)."""
+    stage = T.share_of_batch(stage, parallel.world()[1])
     models, aux, trained, optimizer = T.stage_modules(stage, config, processor, folder)
+    parallel.broadcast_parameters(trained)
     for s in range(start, start + 2):
         T.train_step(stage, models, aux, trained, optimizer, pool, processor, 0, s)
     began = time.perf_counter()
@@ -60,20 +66,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="full", choices=[r for r in T.RECIPES if r != "smoke"])
     parser.add_argument("--steps", type=int, default=32, help="timed steps per stage phase")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="threads in all")
+    parser.add_argument("--processes", type=int, default=None, help="data-parallel processes (default: as training)")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")
-    torch.set_num_threads(args.threads)
-    plan = T.RECIPES[args.recipe]
+    processes = T.default_processes(args.recipe, limit=args.threads) if args.processes is None else args.processes
+    if not 1 <= processes <= args.threads:
+        parser.error(f"--processes must be between 1 and --threads ({args.threads})")
+    for stage in T.RECIPES[args.recipe].stages:
+        T.share_of_batch(stage, processes)
+    parallel.launch(measure, processes, args.recipe, args.steps, args.threads, processes)
+
+
+def measure(recipe: str, steps: int, threads: int, processes: int) -> None:
+    """Time every stage phase and print the projection (the first process prints)."""
+    torch.set_num_threads(threads // processes)
+    say = print if parallel.is_main() else (lambda *args, **kwargs: None)
+    if not parallel.is_main():
+        parallel.quiet()
+    plan = T.RECIPES[recipe]
     processor = VLEProcessor.from_pretrained(resolve_model_path(SHIPPED["vqa"]))
     config = T.shapes_config(len(processor.tokenizer), plan.hidden, plan.layers)
     began = time.perf_counter()
     pool = ScenePool(0, 500, T.IMAGE_SIZE)
     data = (time.perf_counter() - began) * plan.pool_size / 500
-    print(f"torch {torch.__version__} on {cpu_description()}, {args.threads} threads; recipe {args.recipe!r}, "
-          f"{args.steps} timed steps per stage phase")
-    print(f"  {'scenes':28s} {data:7.0f} s  ({plan.pool_size} scenes)")
+    say(f"torch {torch.__version__} on {cpu_description()}, {threads} threads in {processes} process"
+        f"{'es' if processes > 1 else ''}; recipe {recipe!r}, {steps} timed steps per stage phase")
+    say(f"  {'scenes':28s} {data:7.0f} s  ({plan.pool_size} scenes)")
     total = data
     with tempfile.TemporaryDirectory() as folder:
         shipped_runs(folder, plan.stages)
@@ -82,12 +102,12 @@ def main() -> None:
             phases.append((stage.pointer_from, stage.steps - stage.pointer_from))
             seconds = 0.0
             for start, count in phases:
-                per_step = seconds_per_step(stage, config, pool, processor, folder, start, args.steps)
+                per_step = seconds_per_step(stage, config, pool, processor, folder, start, steps)
                 seconds += count * per_step
                 label = f"{stage.name} steps {start}-{start + count}"
-                print(f"  {label:28s} {count * per_step:7.0f} s  ({1 / per_step:.2f} steps/s)", flush=True)
+                say(f"  {label:28s} {count * per_step:7.0f} s  ({1 / per_step:.2f} steps/s)", flush=True)
             total += seconds
-    print(f"  {'projected total':28s} {total:7.0f} s  = {int(total // 60)}:{int(total % 60):02d}")
+    say(f"  {'projected total':28s} {total:7.0f} s  = {int(total // 60)}:{int(total % 60):02d}")
 
 
 if __name__ == "__main__":

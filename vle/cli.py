@@ -124,9 +124,10 @@ def cmd_explain(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .shapes.train import train
+    from .shapes.train import default_processes, train
 
-    timings = train(args.out, recipe=args.recipe, seed=args.seed, threads=args.threads)
+    processes = default_processes(args.recipe, limit=args.threads or 8) if args.processes is None else args.processes
+    timings = train(args.out, recipe=args.recipe, seed=args.seed, threads=args.threads, processes=processes)
     _print({stage: round(seconds, 1) for stage, seconds in timings.items()})
 
 
@@ -207,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="folder for the stage checkpoints (resumes if present)")
     train.add_argument("--recipe", choices=("full", "teaching", "smoke"), default="full")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=None)
+    train.add_argument("--threads", type=int, default=None, help="CPU threads in all (default: torch's)")
+    train.add_argument("--processes", type=int, default=None,
+                       help="data-parallel processes, each on its share of every batch (default: one per core, up "
+                            "to 8, as many as the batches split into)")
     evaluate = sub.add_parser("evaluate", help="accuracy of the shapes models on held-out scenes")
     evaluate.set_defaults(handler=cmd_evaluate)
     evaluate.add_argument("--seed", type=int, default=None, help="first held-out scene seed (>= 1000000)")
