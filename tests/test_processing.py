@@ -38,7 +38,7 @@ def test_bad_images_get_clear_errors(tmp_path):
         load_image(np.zeros((0, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="zero size"):
         load_image(Image.new("RGB", (0, 3)))
-    with pytest.raises(TypeError, match="path, PIL image or numpy array"):
+    with pytest.raises(TypeError, match="path, bytes, PIL image, numpy array or torch tensor"):
         load_image(42)
 
 
@@ -51,7 +51,7 @@ def test_processor_outputs(processor, image):
 
 
 def test_empty_text_and_overlong_text(processor, image):
-    with pytest.raises(ValueError, match="empty text"):
+    with pytest.raises(ValueError, match="text is empty"):
         processor(text="   ", images=image)
     with pytest.warns(UserWarning, match="truncated"):
         batch = processor(text="red " * 700, images=image)

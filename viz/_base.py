@@ -3,13 +3,10 @@ and the colour rules (diverging and centred on zero for signed scores, sequentia
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
-from PIL import Image
 
 SIGNED_CMAP = "RdBu_r"  # red = supports the target, blue = speaks against it, white = zero
 UNSIGNED_CMAP = "inferno"
@@ -35,26 +32,11 @@ def check_same_length(labels, scores: np.ndarray, label_name: str, score_name: s
 
 
 def as_rgb_array(image) -> np.ndarray:
-    """A path, PIL image or (H, W[, 3|4]) array as a (H, W, 3) uint8 array."""
-    if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as opened:
-            image = opened.convert("RGB")
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"expected an image as a path, PIL image or numpy array, got {type(image).__name__}")
-    array = image
-    if array.ndim == 2:
-        array = np.stack([array] * 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] not in (3, 4) or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
-    array = array[..., :3]
-    if array.dtype != np.uint8:
-        array = np.asarray(array, dtype=np.float64)
-        if array.max() <= 1.0:
-            array = array * 255  # float images in [0, 1]
-        array = np.clip(array, 0, 255).astype(np.uint8)
-    return array
+    """A path, PIL image, array or tensor as a (H, W, 3) uint8 array, read by ``vle``'s one image loader (so a
+    picture is drawn exactly as the model read it)."""
+    from vle.image_utils import load_image
+
+    return np.asarray(load_image(image))
 
 
 def new_axes(ax=None, figsize=(5, 5), layout="constrained"):

@@ -1,29 +1,29 @@
-"""VLE (Vision-Language Encoder) on current transformers: config, models, processor and pipelines."""
+"""VLE (Vision-Language Encoder) on current transformers: config, models, processor and pipelines.
 
-from transformers import AutoConfig, AutoModel
+The names below load on first use (as transformers' own package does), so ``import vle.image_utils`` or
+``vle.errors`` costs no torch import: ``viz`` reads images through the same loader as the models.
+"""
 
-from .configuration_vle import VLEConfig
-from .loading import MissingHeadError, extend_position_embedding
-from .modeling_vle import (
-    HEAD_CLASSES,
-    VLEForITM,
-    VLEForMLM,
-    VLEForMPC,
-    VLEForPBC,
-    VLEForPretraining,
-    VLEForVCRQ2A,
-    VLEForVCRQA2R,
-    VLEForVQA,
-    VLEHeadOutput,
-    VLEModel,
-    VLEModelOutput,
-)
+import importlib
 
-AutoConfig.register("vle", VLEConfig, exist_ok=True)
-AutoModel.register(VLEConfig, VLEModel, exist_ok=True)
+_EXPORTS = {
+    "VLEConfig": "configuration_vle",
+    "MissingHeadError": "loading", "extend_position_embedding": "loading",
+    **{name: "modeling_vle" for name in (
+        "HEAD_CLASSES", "VLEForITM", "VLEForMLM", "VLEForMPC", "VLEForPBC", "VLEForPretraining", "VLEForVCRQ2A",
+        "VLEForVCRQA2R", "VLEForVQA", "VLEHeadOutput", "VLEModel", "VLEModelOutput")},
+}
 
-__all__ = [
-    "HEAD_CLASSES", "MissingHeadError", "VLEConfig", "VLEForITM", "VLEForMLM", "VLEForMPC", "VLEForPBC", "VLEForPretraining",
-    "VLEForVCRQ2A", "VLEForVCRQA2R", "VLEForVQA", "VLEHeadOutput", "VLEModel", "VLEModelOutput",
-    "extend_position_embedding",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vle' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -120,3 +120,6 @@ class VLEConfig(PreTrainedConfig):
         )
         settings.update(overrides)
         return cls(**settings)
+
+
+AutoConfig.register("vle", VLEConfig, exist_ok=True)

@@ -1,71 +1,208 @@
-"""Reading user images: paths, PIL images or numpy arrays, in any common mode, to RGB PIL images with clear errors."""
+"""The one way images come in: every entry point (pipelines, processor, explainer, command line, explorers, VQA + LLM
+captioners, batch runs) reads user images through ``load_image``, so an image means the same thing everywhere.
+
+``load_image`` takes a path, bytes (or a binary file object), a PIL image, a numpy array or a torch tensor and
+returns an RGB PIL image:
+
+- the EXIF orientation a camera or phone wrote is applied (the picture is upright, as every viewer shows it);
+- 16-bit images map their full range 0-65535 onto 0-255 (a fixed scale: the same file reads the same everywhere);
+- float images hold values in [0, 1] (or, when their largest value is above 1, in [0, 255]); NaN, infinite,
+  negative or larger values are refused by name (a normalised tensor is not an image);
+- transparent pixels are composited on white;
+- empty images, images with an aspect ratio above ``MAX_ASPECT_RATIO`` (the model sees a centred square, and the
+  resize would blow up memory) and images above ``MAX_PIXELS`` (decompression bombs) are refused with a sentence.
+
+Every refusal is an ``ImageError`` (a ``ValueError``) whose message names the image and says what to do.
+
+>>> load_image(np.zeros((4, 5), dtype=np.uint8)).size
+(5, 4)
+>>> load_image(np.full((2, 2), 65535, dtype=np.uint16)).getpixel((0, 0))
+(255, 255, 255)
+"""
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's own decompression-bomb threshold (about 89 megapixels)
+MAX_ASPECT_RATIO = 50  # long side / short side; a 50:1 strip is already 98% cropped away by the model's square
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-def load_image(image) -> Image.Image:
-    """Return an RGB PIL image. Paths are opened (and fully decoded, so corrupt files fail here, by name); modes such
-    as L, LA, P, RGBA, CMYK and I;16 are converted; zero-size images are rejected.
+class ImageError(InputError):
+    """An image that cannot be read, or holds what no picture does; the message names it and says why."""
 
-    >>> load_image(np.zeros((4, 5), dtype=np.uint8)).size
-    (5, 4)
-    """
+
+def load_image(image, name: str | None = None) -> Image.Image:
+    """Return a new RGB PIL image from a path, bytes, binary file object, PIL image, numpy array or torch tensor;
+    ``name`` is how error messages refer to it (default: the path, or "the image")."""
     if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image file not found: {path}")
+        name = name or os.fspath(image)
+        image = _open_path(os.fspath(image))
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        image = _open_bytes(bytes(image), name or "the image bytes")
+    elif hasattr(image, "read") and not isinstance(image, Image.Image):
+        image = _open_bytes(image.read(), name or getattr(image, "name", None) or "the image file object")
+    elif isinstance(image, Image.Image):
+        image = _decoded(image, name or "the PIL image")
+    elif isinstance(image, np.ndarray) or _is_tensor(image):
+        image = array_to_image(image, name or "the image array")
+    elif isinstance(image, (list, tuple)):
+        raise ImageError(f"expected one image, got a {type(image).__name__} of {len(image)}: pass the images one at a "
+                         "time, or as a list where a function takes several")
+    else:
+        raise TypeError(f"expected an image as a path, bytes, PIL image, numpy array or torch tensor, got "
+                        f"{type(image).__name__}")
+    name = name or "the image"
+    check_size(image.width, image.height, name)
+    return to_rgb(image, name)
+
+
+def check_size(width: int, height: int, name: str = "the image") -> None:
+    """Refuse empty images, absurd aspect ratios and decompression bombs, naming the size."""
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name} has zero size ({width}x{height} pixels)")
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{name} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), more than the "
+                         f"{MAX_PIXELS / 1e6:.0f} megapixels allowed (a guard against decompression bombs): downscale "
+                         "it first; the model sees it at a few hundred pixels anyway")
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ImageError(f"{name} is {width}x{height} pixels, an aspect ratio of {ratio:.0f}:1 (at most "
+                         f"{MAX_ASPECT_RATIO}:1): the model sees a centred square of it, so crop the part you mean")
+
+
+def _open_path(path: str) -> Image.Image:
+    if "://" in path and not os.path.exists(path):
+        raise ImageError(f"{path} is a URL: images are not downloaded; save the image and pass its file path")
+    if os.path.isdir(path):
+        raise ImageError(f"{path} is a folder, not an image file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise ImageError(f"cannot read {path}: {error.strerror or error}") from None
+    return _open_bytes(data, path)
+
+
+def _open_bytes(data: bytes, name: str) -> Image.Image:
+    if not data:
+        raise ImageError(f"{name} is empty (0 bytes): not an image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise ValueError(f"cannot read image {path}: the file is not an image or is corrupt ({error})") from None
-    elif isinstance(image, np.ndarray):
-        image = _array_to_pil(image)
-    elif not isinstance(image, Image.Image):
-        raise TypeError(f"expected an image as a path, PIL image or numpy array, got {type(image).__name__}")
-    if image.width == 0 or image.height == 0:
-        raise ValueError(f"the image has zero size ({image.width}x{image.height})")
-    return to_rgb(image)
+            opened = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"{name} declares more than {MAX_PIXELS / 1e6:.0f} megapixels (a decompression bomb "
+                             "guard): downscale it first") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{name} is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP ...)") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageError(f"cannot read {name}: the file is corrupt ({error})") from None
+    check_size(opened.width, opened.height, name)  # from the header, before decoding a single pixel
+    return _decoded(opened, name)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB; transparent areas are composited on white, 16-bit greys are rescaled."""
+def _decoded(image: Image.Image, name: str) -> Image.Image:
+    """Decode fully (so a truncated file fails here, by name) and turn it upright by its EXIF orientation."""
+    try:
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        reason = "truncated" if "truncated" in str(error) else "corrupt"
+        raise ImageError(f"cannot read {name}: the file is {reason} ({error})") from None
+    return upright if upright is not None else image
+
+
+def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
+    """Any PIL mode as RGB: 16-bit and 32-bit integer images through the fixed 0-65535 scale, float images through
+    ``array_to_image``'s rules, transparent pixels composited on white."""
     if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = array.max() if array.size and array.max() > 0 else 1.0
-        return Image.fromarray((array / top * 255).astype(np.uint8)).convert("RGB")
+        return image.copy()
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        return to_rgb(array_to_image(np.asarray(image), name), name)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as error:
+        raise ImageError(f"{name} has the PIL mode {image.mode!r}, which cannot be shown as RGB ({error})") from None
 
 
-def _array_to_pil(array: np.ndarray) -> Image.Image:
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channels-first → channels-last
+def array_to_image(array, name: str = "the image array") -> Image.Image:
+    """A numpy array or torch tensor, (H, W), (H, W, 1|2|3|4), channels first (1|2|3|4, H, W) or a batch of one,
+    as a PIL image (RGB, RGBA, L or LA) with the value rules of ``load_image``."""
+    if _is_tensor(array):
+        array = array.detach().cpu()
+        array = (array.float() if array.is_floating_point() else array).numpy()
+    array = np.asarray(array)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]  # a batch of one, as tensors usually come
+    if array.ndim == 3 and array.shape[0] in (1, 2, 3, 4) and array.shape[-1] not in (1, 2, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels first → channels last
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise ValueError(f"cannot read an image from an array of shape {array.shape}: expected (H, W), (H, W, 3|4)")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (2, 3, 4)):
+        hint = (f": that is a batch of {array.shape[0]}; pass the images one at a time" if array.ndim == 4 else
+                ": expected (H, W), (H, W, 3), (H, W, 4) or channels first (3, H, W)")
+        raise ImageError(f"cannot read an image from {name} of shape {tuple(array.shape)}{hint}")
     if array.size == 0:
-        raise ValueError(f"the image array is empty (shape {array.shape})")
-    if array.dtype != np.uint8:
-        array = np.asarray(array, dtype=np.float64)
-        if array.max() <= 1.0 and array.min() >= 0.0:
-            array = array * 255  # float images in [0, 1]
-        array = np.clip(array, 0, 255).astype(np.uint8)
-    return Image.fromarray(array)
+        raise ImageError(f"{name} is empty (shape {tuple(array.shape)})")
+    check_size(array.shape[1], array.shape[0], name)
+    array = _to_uint8(array, name)
+    mode = {2: "L", 3: {2: "LA", 3: "RGB", 4: "RGBA"}}[array.ndim]
+    mode = mode if isinstance(mode, str) else mode[array.shape[-1]]
+    return Image.fromarray(np.ascontiguousarray(array), mode=mode)
+
+
+def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    kind = array.dtype.kind
+    if array.dtype == np.uint8:
+        return array
+    if kind == "b":
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint16:
+        return (array.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if kind in "iu":
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high <= 255:
+            return array.astype(np.uint8)
+        if low >= 0 and high <= 65535:  # 16-bit values in a wider type (PIL's "I" mode of 16-bit files)
+            return (array.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+        raise ImageError(f"{name} holds integers from {low} to {high}: image values lie in 0-255 (8-bit) or 0-65535 "
+                         "(16-bit); rescale it first")
+    if kind == "f":
+        values = array.astype(np.float64)
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad = "NaN" if np.isnan(values).any() else "infinite"
+            raise ImageError(f"{name} holds {bad} values ({int((~finite).sum())} of {values.size}): an image needs "
+                             "finite pixel values")
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > 255:
+            raise ImageError(f"{name} holds floats from {low:.3g} to {high:.3g}: float images lie in [0, 1] (or "
+                             "[0, 255]); a normalised tensor must be un-normalised first")
+        if high <= 1.0:
+            values = values * 255.0
+        return np.round(values).astype(np.uint8)
+    raise ImageError(f"{name} has dtype {array.dtype}: expected unsigned integers, booleans or floats")
+
+
+def _is_tensor(value) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
 
 
 def crop_geometry(width: int, height: int, size: int) -> tuple[float, float, float]:
