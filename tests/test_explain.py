@@ -275,7 +275,7 @@ def test_unsupported_pairs_say_what_works(vqa, inputs, processor, image):
         explain(vqa, inputs, ITMMatch(), "rollout")
     with pytest.raises(ValueError, match="unknown explanation method 'lime'"):
         explain(vqa, inputs, VQAAnswer(0), "lime")
-    with pytest.raises(TypeError, match="has no option steps; its options: n_steps=32"):
+    with pytest.raises(ValueError, match="has no option steps; its options: n_steps=32"):
         explain(vqa, inputs, VQAAnswer(0), "integrated_gradients", steps=3)
 
 

@@ -60,7 +60,7 @@ def test_pipeline_input_errors(folders):
     pipe = pipeline("vqa", str(folders / "vqa"))
     with pytest.raises(ValueError, match="missing: question"):
         pipe(image=str(folders / "scene.png"))
-    with pytest.raises(ValueError, match="empty text"):
+    with pytest.raises(ValueError, match="question is empty"):
         pipe(image=str(folders / "scene.png"), question="")
     with pytest.raises(ValueError, match="unknown task"):
         pipeline("captioning", str(folders / "vqa"))
@@ -79,7 +79,7 @@ def test_cli_commands(folders, capsys, tmp_path):
     assert main(["classify", image, "circle", "square", "--model", str(folders / "itm")]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
     (tmp_path / "ann.json").write_text(json.dumps(ANNOTATION))
-    (tmp_path / "meta.json").write_text(json.dumps(META))
+    (tmp_path / "meta.json").write_text(json.dumps({**META, "width": 56, "height": 40}))  # the scene is 56x40
     assert main(["vcr", str(tmp_path / "ann.json"), "--image", image, "--metadata", str(tmp_path / "meta.json"),
                  "--model", str(folders / "vcr")]) == 0
     assert "choice" in json.loads(capsys.readouterr().out)

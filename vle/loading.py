@@ -3,11 +3,15 @@ position-embedding interpolation (spec §7), and turning loading info into clear
 
 from __future__ import annotations
 
+import contextlib
 import math
+import pickle
 
 import torch
 import torch.nn.functional as F
 from transformers.utils import cached_file, logging
+
+from .errors import InputError
 
 logger = logging.get_logger(__name__)
 
@@ -17,6 +21,31 @@ POSITION_KEY = "vision_model.vision_model.embeddings.position_embedding.weight"
 
 class MissingHeadError(ValueError):
     """The checkpoint has no weights for the task head of the class it is loaded into."""
+
+
+@contextlib.contextmanager
+def readable_loading_errors(path: str, what: str = "model"):
+    """Turn what a broken or unreachable checkpoint raises deep inside transformers, safetensors or torch into one
+    ``InputError`` that names the folder and says what to do."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except InputError:
+        raise
+    except SafetensorError as error:
+        raise InputError(f"cannot load the {what} from {path}: its model.safetensors is truncated or corrupt "
+                         f"({error}); save or download it again") from None
+    except (pickle.UnpicklingError, EOFError) as error:
+        raise InputError(f"cannot load the {what} from {path}: its pytorch_model.bin is truncated or corrupt "
+                         f"({error}); save or download it again") from None
+    except RuntimeError as error:
+        if "PytorchStreamReader" not in str(error) and "Weights only load failed" not in str(error):
+            raise
+        raise InputError(f"cannot load the {what} from {path}: its pytorch_model.bin is truncated or corrupt; save "
+                         "or download it again") from None
+    except (OSError, ValueError) as error:  # unreadable config or tokenizer files, a hub id that cannot be reached
+        raise InputError(f"cannot load the {what} from {path}: {error}") from None
 
 
 def interpolate_position_embedding(weight: torch.Tensor, grid: int) -> torch.Tensor:

@@ -27,7 +27,8 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
 
 from .configuration_vle import VLEConfig
-from .loading import align_config_with_checkpoint, check_loading_info, interpolate_position_embedding
+from .loading import (align_config_with_checkpoint, check_loading_info, interpolate_position_embedding,
+                      readable_loading_errors)
 
 logger = logging.get_logger(__name__)
 
@@ -297,10 +298,12 @@ class VLEPreTrainedModel(PreTrainedModel):
         output_loading_info = kwargs.pop("output_loading_info", False)
         hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
         config = kwargs.pop("config", None)
-        if config is None:
-            config = VLEConfig.from_pretrained(path, **hub_kwargs)
-        align_config_with_checkpoint(config, path, hub_kwargs)
-        model, info = super().from_pretrained(path, *model_args, config=config, output_loading_info=True, **kwargs)
+        with readable_loading_errors(path):
+            if config is None:
+                config = VLEConfig.from_pretrained(path, **hub_kwargs)
+            align_config_with_checkpoint(config, path, hub_kwargs)
+            model, info = super().from_pretrained(path, *model_args, config=config, output_loading_info=True,
+                                                  **kwargs)
         check_loading_info(model, info, path, init_new_head)
         if image_size is not None:
             model.base_vle.resize_image(image_size)
@@ -823,3 +826,5 @@ HEAD_CLASSES = {
     "pretraining": VLEForPretraining, "vqa": VLEForVQA, "itm": VLEForITM, "pbc": VLEForPBC, "mlm": VLEForMLM, "mpc": VLEForMPC,
     "vcr_q2a": VLEForVCRQ2A, "vcr_qa2r": VLEForVCRQA2R,
 }
+
+AutoModel.register(VLEConfig, VLEModel, exist_ok=True)

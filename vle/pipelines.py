@@ -12,20 +12,30 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from PIL import Image
 from transformers import Pipeline
 
+from .errors import InputError, check_choice, check_int, check_no_extra, check_text, check_texts
 from .image_utils import crop_geometry, load_image
 
 
 class _VLEPipeline(Pipeline):
-    """Shared plumbing: keyword or dict inputs, a processor, no gradient, CPU by default."""
+    """Shared plumbing: keyword, dict or list-of-dict inputs checked where they enter, a processor, no gradient, the
+    model's device by default. Subclasses name their ``input_keys``, check each example in ``check_example`` and
+    their call options in ``_sanitize_parameters``."""
 
     input_keys: tuple[str, ...] = ("image", "text")
 
     def __init__(self, model, processor, device=None, **kwargs):
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(f"model must be a loaded VLE model (or give pipeline() a name), got "
+                             f"{type(model).__name__}")
+        if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+            raise InputError(f"processor must be a VLEProcessor, got {type(processor).__name__}")
         if device is None:
             device = model.device
         super().__init__(model=model, processor=processor, tokenizer=processor.tokenizer,
@@ -33,17 +43,53 @@ class _VLEPipeline(Pipeline):
 
     def __call__(self, inputs=None, **kwargs):
         given = {key: kwargs.pop(key) for key in self.input_keys if key in kwargs}
+        batch_size = kwargs.pop("batch_size", None)
+        if batch_size not in (None, 1):
+            raise InputError("these pipelines run one example at a time: leave batch_size out (a list of examples "
+                             "is answered in order)")
         if inputs is None:
             missing = [key for key in self.input_keys if key not in given]
             if missing:
-                raise ValueError(f"{type(self).__name__} needs {', '.join(self.input_keys)}; missing: {', '.join(missing)}")
+                raise InputError(f"{type(self).__name__} needs {', '.join(self.input_keys)}; missing: "
+                                 f"{', '.join(missing)}")
             inputs = given
-        elif not isinstance(inputs, (dict, list, tuple)):
-            raise TypeError(f"pass the inputs as keywords ({', '.join(self.input_keys)}), a dict or a list of dicts")
+        elif given:
+            raise InputError(f"pass the inputs either as keywords ({', '.join(self.input_keys)}) or as a dict / list "
+                             "of dicts, not both")
+        if isinstance(inputs, dict):
+            inputs = self._checked(inputs, "the input")
+        elif isinstance(inputs, (list, tuple)):
+            if not inputs:
+                raise InputError("the list of examples is empty")
+            inputs = [self._checked(example, f"example {index}") for index, example in enumerate(inputs)]
+        else:
+            raise InputError(f"pass the inputs as keywords ({', '.join(self.input_keys)}), a dict or a list of dicts; "
+                             f"got {type(inputs).__name__}")
         return super().__call__(inputs, **kwargs)
 
+    def _checked(self, example, where: str) -> dict:
+        if not isinstance(example, dict):
+            raise InputError(f"{where} must be a dict with {', '.join(self.input_keys)}, got {type(example).__name__}")
+        missing = [key for key in self.input_keys if key not in example]
+        extra = [key for key in example if key not in self.input_keys]
+        if missing or extra:
+            problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown {', '.join(map(str, extra))}"] if extra else [])
+            raise InputError(f"{where}: {'; '.join(problems)} (an example has {', '.join(self.input_keys)})")
+        try:
+            return self.check_example(dict(example))
+        except InputError as error:
+            raise InputError(f"{where}: {error}" if where != "the input" else str(error)) from None
+
+    def check_example(self, example: dict) -> dict:
+        """Check (and where safe, normalise) one example's fields; images are checked when they are read."""
+        if "text" in example:
+            check_text(example["text"], "text")
+        return example
+
     def _sanitize_parameters(self, **kwargs):
-        return {}, {}, kwargs
+        check_no_extra(kwargs, type(self).__name__)
+        return {}, {}, {}
 
     def _forward(self, model_inputs):
         extras = {k: model_inputs.pop(k) for k in list(model_inputs) if k.startswith("_")}
@@ -57,12 +103,20 @@ class VLEForVQAPipeline(_VLEPipeline):
 
     input_keys = ("image", "question")
 
+    def check_example(self, example):
+        check_text(example["question"], "question")
+        return example
+
+    def _sanitize_parameters(self, top_k=None, **kwargs):
+        check_no_extra(kwargs, type(self).__name__, ("top_k",))
+        return {}, {}, ({} if top_k is None else {"top_k": check_int(top_k, "top_k", low=1)})
+
     def preprocess(self, inputs):
         return dict(self.processor(text=inputs["question"], images=inputs["image"]))
 
     def postprocess(self, outputs, top_k: int = 1):
-        probs = outputs["logits"][0].softmax(-1)
-        top_k = max(1, min(int(top_k), probs.numel()))
+        probs = outputs["logits"][0].float().softmax(-1)
+        top_k = min(int(top_k), probs.numel())
         scores, indices = probs.topk(top_k)
         id2label = self.model.config.id2label
         return [{"score": float(s), "answer": id2label[int(i)]} for s, i in zip(scores, indices)]
@@ -121,8 +175,20 @@ class VLEForVCRPipeline(_VLEPipeline):
     input_keys = ("image", "annotation", "metadata")
 
     def __init__(self, model, processor, task: str = "q2a", box_mapping: str = "crop", **kwargs):
-        self.vcr_task, self.box_mapping = task, box_mapping
+        from .vcr import BOX_MAPPINGS, TASKS
+
+        self.vcr_task = check_choice(task, "task", TASKS)
+        self.box_mapping = check_choice(box_mapping, "box_mapping", BOX_MAPPINGS)
         super().__init__(model, processor, **kwargs)
+
+    def check_example(self, example):
+        from .vcr import check_annotation
+
+        check_annotation(example["annotation"], self.vcr_task)
+        if not isinstance(example["metadata"], dict):
+            raise InputError(f"the metadata must be a JSON object with boxes, width and height; got "
+                             f"{type(example['metadata']).__name__}")
+        return example
 
     def preprocess(self, inputs):
         batch = self.processor.vcr(inputs["annotation"], inputs["image"], inputs["metadata"], task=self.vcr_task,
@@ -138,27 +204,48 @@ class VLEForVCRPipeline(_VLEPipeline):
 
 
 class VLEZeroShotPipeline(_VLEPipeline):
-    """Zero-shot image classification by ITM over label prompts: labels sorted by normalised match probability."""
+    """Zero-shot image classification by ITM over label prompts: labels sorted by normalised match probability.
+    ``candidate_labels`` is a list of distinct labels; ``hypothesis_template`` holds one ``{}`` for the label."""
 
     input_keys = ("image", "candidate_labels")
 
+    def check_example(self, example):
+        example["candidate_labels"] = check_texts(example["candidate_labels"], "candidate_labels", unique=True)
+        return example
+
     def _sanitize_parameters(self, hypothesis_template=None, **kwargs):
-        pre = {"hypothesis_template": hypothesis_template} if hypothesis_template else {}
-        return pre, {}, kwargs
+        check_no_extra(kwargs, type(self).__name__, ("hypothesis_template",))
+        if hypothesis_template is None:
+            return {}, {}, {}
+        return {"hypothesis_template": check_template(hypothesis_template)}, {}, {}
 
     def preprocess(self, inputs, hypothesis_template: str = "a photo of a {}."):
         labels = list(inputs["candidate_labels"])
-        if not labels:
-            raise ValueError("candidate_labels is empty: give at least one label")
         prompts = [hypothesis_template.format(label) for label in labels]
         batch = self.processor(text=prompts, images=inputs["image"])
         return {**batch, "_labels": labels}
 
     def postprocess(self, outputs):
-        match = outputs["logits"].softmax(-1)[:, 1]  # (labels,)
+        match = outputs["logits"].float().softmax(-1)[:, 1]  # (labels,)
         normalised = match / match.sum()
         ranked = sorted(zip(outputs["_labels"], normalised.tolist(), match.tolist()), key=lambda r: -r[1])
         return [{"label": label, "score": score, "match_probability": raw} for label, score, raw in ranked]
+
+
+def check_template(template) -> str:
+    """A hypothesis template with exactly one ``{}`` where the label goes."""
+    if not isinstance(template, str):
+        raise InputError(f"hypothesis_template must be a string with {{}} where the label goes, got "
+                         f"{type(template).__name__}")
+    try:
+        filled = template.format("\0")
+    except (KeyError, IndexError, ValueError):
+        raise InputError(f"hypothesis_template {template!r} must hold one empty {{}} where the label goes (write "
+                         "{{ and }} for literal braces), e.g. 'a photo of a {}.'") from None
+    if filled.count("\0") != 1:
+        raise InputError(f"hypothesis_template {template!r} must hold exactly one {{}} where the label goes, e.g. "
+                         "'a photo of a {}.'")
+    return template
 
 
 PIPELINES = {
@@ -180,12 +267,36 @@ def pipeline(task: str, model, processor=None, device=None, **kwargs) -> _VLEPip
     from .processing_vle import VLEProcessor
 
     if task not in PIPELINES:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(PIPELINES)}")
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(PIPELINES)}")
     class_name, pipeline_class, defaults = PIPELINES[task]
-    if isinstance(model, str):
+    model_class = getattr(vle, class_name)
+    if isinstance(model, (str, os.PathLike)):
         path = resolve_model_path(model)
-        model = getattr(vle, class_name).from_pretrained(path)
+        model = model_class.from_pretrained(path)
         processor = processor or VLEProcessor.from_pretrained(path)
+    elif not isinstance(model, torch.nn.Module):
+        raise InputError(f"model must be a shipped name, a folder, a hub id or a loaded {class_name}; got "
+                         f"{type(model).__name__} ({str(model)[:40]})")
+    elif not isinstance(model, model_class):
+        raise InputError(f"the {task} pipeline needs a {class_name}, got a {type(model).__name__}: load the model "
+                         f"with {class_name}.from_pretrained, or give the pipeline its name")
     elif processor is None:
-        raise ValueError("pass the processor along with a loaded model")
+        raise InputError("pass the processor along with a loaded model")
+    check_device(device)
     return pipeline_class(model=model.eval(), processor=processor, device=device, **{**defaults, **kwargs})
+
+
+def check_device(device) -> None:
+    """Refuse a device this machine does not have, by name, before transformers or torch fail on it."""
+    if device is None:
+        return
+    try:
+        device = torch.device(f"cuda:{device}" if isinstance(device, int) and device >= 0 else
+                              "cpu" if isinstance(device, int) else device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device must be 'cpu', 'cuda', 'cuda:N' or an index, got {device!r}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"device {device} is not available here ({torch.cuda.device_count()} CUDA devices): use "
+                         "device='cpu'")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device must be cpu, cuda or mps, got {device}")

@@ -15,6 +15,7 @@ import warnings
 import numpy as np  # noqa: F401  (used by the docstring example)
 from transformers import BatchFeature, ProcessorMixin
 
+from .errors import InputError, check_int, check_text, check_texts
 from .image_utils import load_image
 
 DEFAULT_MAX_TEXT_LENGTH = 512
@@ -32,9 +33,12 @@ class VLEProcessor(ProcessorMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """A folder, a hub id, or a model shipped inside this package by name (like the models)."""
         from .hub import shipped_path
+        from .loading import readable_loading_errors
 
         shipped = shipped_path(pretrained_model_name_or_path)
-        return super().from_pretrained(str(shipped) if shipped else pretrained_model_name_or_path, *args, **kwargs)
+        path = str(shipped) if shipped else pretrained_model_name_or_path
+        with readable_loading_errors(path, "processor"):
+            return super().from_pretrained(path, *args, **kwargs)
 
     @property
     def image_size(self) -> int:
@@ -51,18 +55,15 @@ class VLEProcessor(ProcessorMixin):
         if not isinstance(images, (list, tuple)):
             images = [images]
         if not images:
-            raise ValueError("no image given")
+            raise InputError("no image given")
         return self.image_processor(images=[load_image(image) for image in images], return_tensors="pt")["pixel_values"]
 
     def tokenize(self, text, text_pair=None, max_length: int | None = None) -> BatchFeature:
-        texts = [text] if isinstance(text, str) else list(text)
-        pairs = None if text_pair is None else ([text_pair] if isinstance(text_pair, str) else list(text_pair))
-        for item, value in enumerate(texts + (pairs or [])):
-            if not isinstance(value, str):
-                raise TypeError(f"texts must be strings, got {type(value).__name__} at position {item}")
-            if not value.strip():
-                raise ValueError("empty text: ask a question or give a caption")
-        max_length = max_length or self.max_text_length
+        texts = _as_texts(text, "text")
+        pairs = None if text_pair is None else _as_texts(text_pair, "text_pair")
+        if pairs is not None and len(pairs) != len(texts):
+            raise InputError(f"{len(texts)} texts but {len(pairs)} text pairs: give one pair per text")
+        max_length = self.max_text_length if max_length is None else check_int(max_length, "max_length", low=2)
         lengths = [len(ids) for ids in self.tokenizer(texts, pairs)["input_ids"]]
         if max(lengths) > max_length:
             warnings.warn(f"text of {max(lengths)} tokens truncated to the model's {max_length}", stacklevel=3)
@@ -71,16 +72,20 @@ class VLEProcessor(ProcessorMixin):
                                   return_tensors="pt")
         return self.tokenizer(texts, pairs, padding=True, return_tensors="pt")
 
-    def __call__(self, text=None, images=None, text_pair=None, max_length: int | None = None, **kwargs) -> BatchFeature:
+    def __call__(self, text=None, images=None, text_pair=None, max_length: int | None = None,
+                 return_tensors: str = "pt") -> BatchFeature:
         if text is None and images is None:
-            raise ValueError("give a text, an image, or both")
+            raise InputError("give a text, an image, or both")
+        if return_tensors != "pt":
+            raise InputError(f"VLEProcessor returns torch tensors (return_tensors='pt'), got {return_tensors!r}")
         data = {}
         if text is not None:
             data.update(self.tokenize(text, text_pair, max_length))
         if images is not None:
             data["pixel_values"] = self.preprocess_images(images)
         if text is not None and images is not None and len(data["pixel_values"]) not in (1, len(data["input_ids"])):
-            raise ValueError(f"{len(data['input_ids'])} texts but {len(data['pixel_values'])} images")
+            raise InputError(f"{len(data['input_ids'])} texts but {len(data['pixel_values'])} images: give one image, "
+                             "or one per text")
         return BatchFeature(data)
 
     def vcr(self, annotation, image, metadata, task: str = "q2a", max_length: int = 80, box_mapping: str = "crop",
@@ -96,6 +101,15 @@ class VLEProcessor(ProcessorMixin):
 
     def batch_decode(self, *args, **kwargs):
         return self.tokenizer.batch_decode(*args, **kwargs)
+
+
+def _as_texts(value, what: str) -> list[str]:
+    """One text or a list of them, checked but kept as written (the tokenizer sees exactly what was given)."""
+    if isinstance(value, str):
+        check_text(value, what)
+        return [value]
+    check_texts(value, what)
+    return list(value)
 
 
 __all__ = ["VLEProcessor"]

@@ -20,12 +20,18 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import unicodedata
+
 import numpy as np  # noqa: F401  (used by the docstring example)
 import torch
 from transformers import BatchFeature
 
+from .errors import InputError, check_int
 from .image_utils import crop_geometry, load_image
+
+TASKS = ("q2a", "qa2r")
+BOX_MAPPINGS = ("crop", "squash")
 
 PERSON_NAMES = ("Casey", "Riley", "Jessie", "Jackie", "Avery", "Jaime", "Peyton", "Kerry", "Jody", "Kendall",
                 "Payton", "Skyler", "Frankie", "Pat", "Quinn")
@@ -57,7 +63,7 @@ def tag_pieces(tokens: list, names: list[str], tokenizer) -> tuple[list[int], li
         if isinstance(token, (list, tuple)):
             for position, index in enumerate(token):
                 if not 0 <= int(index) < len(names):
-                    raise ValueError(f"object tag {index} is out of range: the annotation lists {len(names)} objects")
+                    raise InputError(f"object tag {index} is out of range: the annotation lists {len(names)} objects")
                 if position:
                     ids.append(and_id)
                     tags.append(-1)
@@ -98,10 +104,12 @@ def box_to_patches(box, width: int, height: int, image_size: int, patch_size: in
     """
     grid = image_size // patch_size
     x1, y1, x2, y2 = (float(v) for v in box[:4])
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise InputError(f"box {list(box[:4])} must hold four finite pixel coordinates")
     if x2 <= x1 or y2 <= y1:
-        raise ValueError(f"box {list(box[:4])} is empty (x2 <= x1 or y2 <= y1)")
+        raise InputError(f"box {list(box[:4])} is empty (x2 <= x1 or y2 <= y1)")
     if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
-        raise ValueError(f"box {list(box[:4])} lies outside the {width}x{height} image")
+        raise InputError(f"box {list(box[:4])} lies outside the {width}x{height} image")
     if mapping == "squash":
         pw, ph = width / grid, height / grid
         cols = (max(0, math.floor(x1 / pw)), min(grid, math.floor(x2 / pw) + 1))
@@ -113,7 +121,7 @@ def box_to_patches(box, width: int, height: int, image_size: int, patch_size: in
         cols = _span(cx1, cx2, grid)
         rows = _span(cy1, cy2, grid)
     else:
-        raise ValueError(f"box_mapping must be 'crop' or 'squash', got {mapping!r}")
+        raise InputError(f"box_mapping must be 'crop' or 'squash', got {mapping!r}")
     return [row * grid + col for row in range(*rows) for col in range(*cols)]
 
 
@@ -125,23 +133,108 @@ def _span(start: float, stop: float, grid: int) -> tuple[int, int]:
     return first, last
 
 
+
+def check_annotation(annotation, task: str = "q2a", source: str = "the annotation") -> None:
+    """A VCR annotation's schema: ``objects`` (class names), ``question`` and the choices as token lists (words and
+    lists of object indices within ``objects``), labels within the choices. Errors name the field and ``source``."""
+    if task not in TASKS:
+        raise InputError(f"the VCR task must be one of {', '.join(TASKS)}, got {task!r}")
+    if not isinstance(annotation, dict):
+        raise InputError(f"{source} must be a JSON object with objects, question and answer_choices; got "
+                         f"{type(annotation).__name__}")
+    needed = ("objects", "question", "answer_choices") + (("answer_label", "rationale_choices") if task == "qa2r"
+                                                          else ())
+    missing = [key for key in needed if key not in annotation]
+    if missing:
+        raise InputError(f"{source} lacks {', '.join(missing)}: a VCR {task.upper()} item needs {', '.join(needed)}")
+    objects = annotation["objects"]
+    if not isinstance(objects, list) or not all(isinstance(name, str) and name.strip() for name in objects):
+        raise InputError(f"{source}: objects must be a list of class names (strings), got {str(objects)[:80]}")
+    _check_tokens(annotation["question"], len(objects), f"{source}: question")
+    for key, label in (("answer_choices", "answer_label"), ("rationale_choices", "rationale_label")):
+        if key not in annotation:
+            continue
+        choices = annotation[key]
+        if not isinstance(choices, list) or len(choices) < 2:
+            raise InputError(f"{source}: {key} must be a list of at least two choices (token lists), got "
+                             f"{str(choices)[:80]}")
+        for index, choice in enumerate(choices):
+            _check_tokens(choice, len(objects), f"{source}: {key}[{index}]")
+        if annotation.get(label) is not None:
+            value = annotation[label]
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < len(choices):
+                raise InputError(f"{source}: {label} must be a choice index from 0 to {len(choices) - 1}, got "
+                                 f"{value!r}")
+
+
+def _check_tokens(tokens, n_objects: int, where: str) -> None:
+    if not isinstance(tokens, list) or not tokens:
+        raise InputError(f"{where} must be a non-empty list of words and object tags, got {str(tokens)[:80]}")
+    for token in tokens:
+        if isinstance(token, str):
+            continue
+        if not isinstance(token, list) or not token:
+            raise InputError(f"{where}: a token is a word or a non-empty list of object indices, got {token!r}")
+        for index in token:
+            if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+                raise InputError(f"{where}: object tags are whole numbers, got {index!r}")
+            if not 0 <= index < n_objects:
+                raise InputError(f"{where}: object tag {index} is out of range: the annotation lists {n_objects} "
+                                 "objects (tags count from 0)")
+
+
+def check_metadata(metadata, width: int, height: int, n_objects: int, source: str = "the metadata") -> list:
+    """A VCR metadata record: ``boxes`` of four finite pixel coordinates (and an optional score), one per object at
+    least, and a ``width`` / ``height`` that match the image's. Returns the boxes."""
+    if not isinstance(metadata, dict):
+        raise InputError(f"{source} must be a JSON object with boxes, width and height; got "
+                         f"{type(metadata).__name__}")
+    if "boxes" not in metadata:
+        raise InputError(f"{source} lacks boxes: a VCR metadata record gives one [x1, y1, x2, y2, score] per object")
+    for key, actual in (("width", width), ("height", height)):
+        if key in metadata:
+            value = metadata[key]
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise InputError(f"{source}: {key} must be a number of pixels, got {value!r}")
+    if int(metadata.get("width", width)) != width or int(metadata.get("height", height)) != height:
+        raise InputError(f"{source} describes a {metadata.get('width', width)}x{metadata.get('height', height)} "
+                         f"image but the image is {width}x{height}: its boxes would land on the wrong patches. Use the "
+                         "image the metadata was written for (or scale the boxes and the size together)")
+    boxes = metadata["boxes"]
+    if not isinstance(boxes, list):
+        raise InputError(f"{source}: boxes must be a list of [x1, y1, x2, y2(, score)], got {str(boxes)[:80]}")
+    if len(boxes) < n_objects:
+        raise InputError(f"{source} has {len(boxes)} boxes for {n_objects} objects: give one box per object")
+    for index, box in enumerate(boxes[:n_objects]):
+        where = f"{source}: boxes[{index}]"
+        if not isinstance(box, (list, tuple)) or len(box) < 4:
+            raise InputError(f"{where} must be [x1, y1, x2, y2(, score)], got {box!r}")
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in box[:4]):
+            raise InputError(f"{where} must hold four finite pixel coordinates, got {list(box[:4])}")
+        x1, y1, x2, y2 = (float(v) for v in box[:4])
+        if x2 <= x1 or y2 <= y1:
+            raise InputError(f"{where} {list(box[:4])} is empty (x2 <= x1 or y2 <= y1)")
+        if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+            raise InputError(f"{where} {list(box[:4])} lies outside the {width}x{height} image")
+    return boxes
+
+
 def _one_example(processor, annotation: dict, image, metadata: dict, task: str, max_length: int, box_mapping: str,
                  patch_size: int):
+    check_annotation(annotation, task)
+    if box_mapping not in BOX_MAPPINGS:
+        raise InputError(f"box_mapping must be 'crop' or 'squash', got {box_mapping!r}")
+    boxes = check_metadata(metadata, image.width, image.height, len(annotation["objects"]))
     tokenizer = processor.tokenizer
     names = object_names(list(annotation["objects"]))
     question = tag_pieces(annotation["question"], names, tokenizer)
     if task == "q2a":
         choices = annotation["answer_choices"]
         prefix = [question]
-    elif task == "qa2r":
+    else:
         choices = annotation["rationale_choices"]
         prefix = [question, tag_pieces(annotation["answer_choices"][annotation["answer_label"]], names, tokenizer)]
-    else:
-        raise ValueError(f"task must be 'q2a' or 'qa2r', got {task!r}")
-    boxes = metadata["boxes"]
-    if len(boxes) < len(names):
-        raise ValueError(f"the metadata has {len(boxes)} boxes for {len(names)} objects")
-    width, height = int(metadata.get("width", image.width)), int(metadata.get("height", image.height))
+    width, height = image.width, image.height
     budget = max_length - len(prefix) - 2  # [CLS], one [SEP] per segment
     rows = []
     for choice in choices:
@@ -168,12 +261,24 @@ def build_vcr_inputs(processor, annotations, images, metadatas, task: str = "q2a
     single = isinstance(annotations, dict)
     annotations, images, metadatas = ([annotations], [images], [metadatas]) if single else (annotations, images,
                                                                                            metadatas)
+    if not isinstance(annotations, (list, tuple)) or not isinstance(images, (list, tuple)) or \
+            not isinstance(metadatas, (list, tuple)):
+        raise InputError("give one annotation, image and metadata, or three lists of them")
+    if not len(annotations) == len(images) == len(metadatas) or not annotations:
+        raise InputError(f"{len(annotations)} annotations, {len(images)} images and {len(metadatas)} metadata records: "
+                         "give one of each per example")
+    max_length = check_int(max_length, "max_length", low=8, high=processor.max_text_length)
     pil_images = [load_image(image) for image in images]
-    examples = [_one_example(processor, a, im, m, task, max_length, box_mapping, patch_size)
-                for a, im, m in zip(annotations, pil_images, metadatas)]
+    examples = []
+    for index, (annotation, image, metadata) in enumerate(zip(annotations, pil_images, metadatas)):
+        try:
+            examples.append(_one_example(processor, annotation, image, metadata, task, max_length, box_mapping,
+                                         patch_size))
+        except InputError as error:
+            raise InputError(f"VCR example {index}: {error}" if not single else str(error)) from None
     choices = {len(rows) for rows in examples}
     if len(choices) != 1:
-        raise ValueError(f"every example needs the same number of choices, got {sorted(choices)}")
+        raise InputError(f"every example needs the same number of choices, got {sorted(choices)}")
     batch, count = len(examples), choices.pop()
     input_ids = torch.full((batch, count, max_length), processor.tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)

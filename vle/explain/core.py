@@ -22,7 +22,8 @@ import torch
 from .inputs import ExplainInputs, ImageFeatureCache, forward, merge_words, model_device
 from .methods import METHODS, get_method
 from .result import Explanation
-from .targets import ITMMatch, PBCPhrase, VQAAnswer, model_heads, vqa_answer
+from ..errors import InputError, check_text
+from .targets import ITMMatch, PBCPhrase, Target, VQAAnswer, model_heads, vqa_answer
 
 
 def explain(model, inputs: ExplainInputs, target, method: str = "coattention_relevance",
@@ -33,9 +34,17 @@ def explain(model, inputs: ExplainInputs, target, method: str = "coattention_rel
     on ``inputs``), so asking a new question about the same image skips the tower. The method runs where the model's
     weights are (``inputs`` are moved there); the scores come back as numpy arrays.
     """
+    if not isinstance(inputs, ExplainInputs):
+        raise InputError(f"inputs must be ExplainInputs (ExplainInputs.build(processor, image, text)), got "
+                         f"{type(inputs).__name__}")
+    if not isinstance(target, Target):
+        raise InputError(f"target must be a vle.explain target such as VQAAnswer or VCRChoice, got "
+                         f"{type(target).__name__}")
     target.check(model)
+    check_target_fits(target, inputs)
     runner = get_method(method, **options)
     runner.check(target)
+    runner.check_options(model)
     if model.training:
         raise ValueError("put the model in eval mode (model.eval()): dropout makes explanations random")
     started = time.perf_counter()
@@ -48,6 +57,20 @@ def explain(model, inputs: ExplainInputs, target, method: str = "coattention_rel
     attribution = runner.attribute(model, inputs, target)
     seconds = time.perf_counter() - started
     return package(model, inputs, target, runner, attribution, seconds)
+
+
+def check_target_fits(target, inputs: ExplainInputs) -> None:
+    """A VCR target needs a VCR item with that many choices; other targets need one text."""
+    if target.head == "vcr" and not inputs.is_vcr:
+        raise InputError(f"{target.label} explains a VCR item, but the inputs hold one text: build them from a VCR "
+                         "annotation (processor.vcr)")
+    if inputs.is_vcr:
+        if target.head != "vcr":
+            raise InputError(f"the inputs are a VCR item: explain one of its choices (VCRChoice), not {target.label}")
+        count = inputs.model_inputs["input_ids"].shape[1]
+        outside = [s for s in target.sequences if s >= count]
+        if outside:
+            raise InputError(f"choice {outside[0]} is out of range: the item has {count} choices (0..{count - 1})")
 
 
 def package(model, inputs, target, runner, attribution, seconds: float) -> Explanation:
@@ -84,6 +107,7 @@ class Explainer:
         self.cache = ImageFeatureCache(cache_size)
 
     def inputs(self, image, text: str) -> ExplainInputs:
+        check_text(text, "text")
         return ExplainInputs.build(self.processor, image, text).to(model_device(self.model))
 
     def default_target(self, inputs: ExplainInputs):
@@ -100,10 +124,12 @@ class Explainer:
         if head == "pbc":
             return PBCPhrase(phrase=self.processor.tokenizer.decode(inputs.model_inputs["input_ids"][0],
                                                                     skip_special_tokens=True))
-        raise ValueError(f"{type(self.model).__name__}: give a target explicitly (VCR items need VCRChoice)")
+        raise InputError(f"{type(self.model).__name__}: give a target explicitly (VCR items need VCRChoice)")
 
     def explain(self, image, text: str, target=None, method: str = "coattention_relevance", answer=None,
                 **options) -> Explanation:
+        if answer is not None and target is not None:
+            raise InputError("give the answer or the target, not both")
         inputs = self.inputs(image, text)
         if answer is not None:
             target = vqa_answer(self.model, answer)

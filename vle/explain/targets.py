@@ -14,9 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 
 import torch
+
+from ..errors import InputError
 
 HEADS = ("vqa", "itm", "pbc", "vcr")
 
@@ -93,6 +96,13 @@ class VQAAnswer(Target):
     answer: str = ""
     head = "vqa"
 
+    def __post_init__(self):
+        _check_index(self.index, "answer index")
+
+    def check(self, model) -> None:
+        super().check(model)
+        _check_answer_index(model, self.index)
+
     @property
     def label(self) -> str:
         return f'answer "{self.answer or self.index}"'
@@ -113,6 +123,18 @@ class VQAContrast(Target):
     answer: str = ""
     other_answer: str = ""
     head, kind = "vqa", "contrastive"
+
+    def __post_init__(self):
+        _check_index(self.index, "answer index")
+        _check_index(self.other, "contrast answer index")
+        if self.index == self.other:
+            raise InputError(f"a contrast needs two different answers: answer {self.answer or self.index!r} rather "
+                             "than itself explains nothing (every score would be zero)")
+
+    def check(self, model) -> None:
+        super().check(model)
+        _check_answer_index(model, self.index)
+        _check_answer_index(model, self.other)
 
     @property
     def label(self) -> str:
@@ -155,7 +177,18 @@ class PBCPhrase(Target):
     head = "pbc"
 
     def __post_init__(self):
+        if isinstance(self.patches, (str, bytes)) or not hasattr(self.patches, "__iter__"):
+            raise InputError(f"patches must be a list of patch ids, got {self.patches!r}")
+        for patch in self.patches:
+            _check_index(patch, "patch id")
         object.__setattr__(self, "patches", tuple(int(p) for p in self.patches))
+
+    def check(self, model) -> None:
+        super().check(model)
+        count = model.config.patch_grid ** 2
+        outside = [p for p in self.patches if p >= count]
+        if outside:
+            raise InputError(f"patch ids {outside[:5]} are outside the model's {count} patches (0..{count - 1})")
 
     @property
     def label(self) -> str:
@@ -180,6 +213,9 @@ class VCRChoice(Target):
     choice: int
     head = "vcr"
 
+    def __post_init__(self):
+        _check_index(self.choice, "choice")
+
     @property
     def label(self) -> str:
         return f"choice {self.choice}"
@@ -203,6 +239,13 @@ class VCRContrast(Target):
     other: int
     head, kind = "vcr", "contrastive"
 
+    def __post_init__(self):
+        _check_index(self.choice, "choice")
+        _check_index(self.other, "contrast choice")
+        if self.choice == self.other:
+            raise InputError(f"a contrast needs two different choices: choice {self.choice} rather than itself "
+                             "explains nothing (every score would be zero)")
+
     @property
     def label(self) -> str:
         return f"choice {self.choice} rather than choice {self.other}"
@@ -218,16 +261,32 @@ class VCRContrast(Target):
         return logits[:, [self.choice, self.other]].float().softmax(-1)[:, 0]
 
 
+def _check_index(value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise InputError(f"the {what} must be a whole number from 0, got {value!r}")
+
+
+def _check_answer_index(model, index: int) -> None:
+    count = len(model.config.id2label)
+    if index >= count:
+        raise InputError(f"answer index {index} is out of range: the model has {count} answers")
+
+
 TARGET_TYPES = {cls.__name__: cls for cls in (VQAAnswer, VQAContrast, ITMMatch, PBCPhrase, VCRChoice, VCRContrast)}
 
 
 def vqa_answer(model, answer: str | int) -> VQAAnswer:
     """A VQA target by answer text (or index), checked against the model's answer list."""
     names = [str(v) for v in model.config.id2label.values()]
-    if isinstance(answer, int):
+    if isinstance(answer, numbers.Integral) and not isinstance(answer, bool):
         if not 0 <= answer < len(names):
-            raise ValueError(f"answer index {answer} is out of range: the model has {len(names)} answers")
-        return VQAAnswer(answer, names[answer])
+            raise InputError(f"answer index {answer} is out of range: the model has {len(names)} answers")
+        return VQAAnswer(int(answer), names[answer])
+    if not isinstance(answer, str):
+        raise InputError(f"an answer is one of the model's answers (text) or its index, got {type(answer).__name__}")
     if answer not in names:
-        raise ValueError(f"{answer!r} is not one of the model's {len(names)} answers (e.g. {', '.join(names[:5])})")
+        stripped = answer.strip()
+        if stripped in names:
+            return VQAAnswer(names.index(stripped), stripped)
+        raise InputError(f"{answer!r} is not one of the model's {len(names)} answers (e.g. {', '.join(names[:5])})")
     return VQAAnswer(names.index(answer), answer)

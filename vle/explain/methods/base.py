@@ -13,6 +13,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from ...errors import InputError, check_int
+
 METHODS: dict[str, type["Method"]] = {}
 
 
@@ -55,7 +57,7 @@ class Method:
         unknown = set(options) - set(self.options)
         if unknown:
             known = ", ".join(f"{k}={v!r}" for k, v in self.options.items()) or "none"
-            raise TypeError(f"method {self.name!r} has no option {', '.join(sorted(unknown))}; its options: {known}")
+            raise InputError(f"method {self.name!r} has no option {', '.join(sorted(unknown))}; its options: {known}")
         self.settings = {**self.options, **options}
 
     @classmethod
@@ -73,6 +75,26 @@ class Method:
                              f"target: {', '.join(others)}")
         raise ValueError(f"method {cls.name!r} does not support {target.kind} targets such as {target.label}")
 
+    def check_options(self, model) -> None:
+        """Check option values against the model before any forward (the options every method shares by name:
+        ``layer``, ``head``, counts and switches); a method with other options checks them in ``attribute``."""
+        config = model.config
+        layers, heads = config.num_hidden_layers, config.num_attention_heads
+        for key, value in self.settings.items():
+            where = f"method {self.name!r}: option {key}"
+            if key == "layer" and value not in ("last", "mean"):
+                if check_int(value, where) not in range(-layers, layers):
+                    raise InputError(f"method {self.name!r}: layer {value} is out of range: the fusion has {layers} "
+                                     f"layers (0..{layers - 1}, or -1 for the last)")
+            elif key == "head" and value != "mean":
+                if check_int(value, where) not in range(-heads, heads):
+                    raise InputError(f"method {self.name!r}: head {value} is out of range: the fusion layers have "
+                                     f"{heads} attention heads (0..{heads - 1})")
+            elif key in ("n_steps", "patch_window", "batch_size"):
+                check_int(value, where, low=1)
+            elif isinstance(self.options.get(key), bool) and not isinstance(value, bool):
+                raise InputError(f"{where} must be True or False, got {value!r}")
+
     def attribute(self, model, inputs, target) -> Attribution:
         raise NotImplementedError
 
@@ -85,6 +107,6 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def get_method(name: str, **options) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown explanation method {name!r}; choose one of {', '.join(METHODS)}")
+    if not isinstance(name, str) or name not in METHODS:
+        raise InputError(f"unknown explanation method {name!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name](**options)
