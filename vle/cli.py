@@ -18,13 +18,19 @@ Models are shipped names (offline), local folders or hub ids.
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import os
 import sys
+import tempfile
+import traceback
+
+from .errors import InputError, dumps
 
 DEFAULT_MODELS = {
     "vqa": "vle-tiny-shapes-vqa", "itm": "vle-tiny-shapes", "pbc": "vle-tiny-shapes", "classify": "vle-tiny-shapes",
     "vcr_q2a": "vle-tiny-shapes-vcr-q2a", "vcr_qa2r": "vle-tiny-shapes-vcr-qa2r",
 }
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _pipe(task: str, model: str | None):
@@ -34,8 +40,69 @@ def _pipe(task: str, model: str | None):
 
 
 def _print(value) -> None:
-    print(json.dumps(value, indent=2))
+    print(dumps(value))
 
+
+# -- option types: a bad value is an argparse error (status 2) that names the option -----------------------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text}")
+    return value
+
+
+def output_path(suffixes: tuple[str, ...]):
+    """An option type for a file to write: its folder must exist and its suffix be one of ``suffixes``."""
+    def check(text: str) -> str:
+        folder = os.path.dirname(os.path.abspath(text))
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name, e.g. {text.rstrip('/')}/out"
+                                             f"{suffixes[0]}")
+        if not os.path.isdir(folder):
+            raise argparse.ArgumentTypeError(f"the folder {folder} does not exist: create it first")
+        if not text.lower().endswith(suffixes):
+            raise argparse.ArgumentTypeError(f"{text} must end in {' or '.join(suffixes)}")
+        return text
+    return check
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and move it into place: a failure never leaves a half-written
+    file, nor destroys an earlier one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".vle-", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+# -- commands --------------------------------------------------------------------------------------------------
 
 def cmd_vqa(args) -> None:
     _print(_pipe("vqa", args.model)(image=args.image, question=args.question, top_k=args.top_k))
@@ -46,18 +113,31 @@ def cmd_itm(args) -> None:
 
 
 def cmd_pbc(args) -> None:
+    import io
+
     result = _pipe("pbc", args.model)(image=args.image, text=args.text)
-    result["image"].save(args.out)
+    encoded = io.BytesIO()
+    result["image"].save(encoded, format=_pil_format(args.out))
+    write_atomically(args.out, encoded.getvalue())
     _print({"scores": result["scores"].round(4).tolist(), "overlay": args.out})
 
 
+def _pil_format(path: str) -> str:
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    return {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF"}.get(suffix, suffix.upper())
+
+
 def cmd_vcr(args) -> None:
-    with open(args.annotation) as handle:
-        annotation = json.load(handle)
-    with open(args.metadata) as handle:
-        metadata = json.load(handle)
-    task = f"vcr_{args.task}"
-    _print(_pipe(task, args.model)(image=args.image, annotation=annotation, metadata=metadata))
+    from .errors import read_json
+    from .image_utils import load_image
+    from .vcr import check_annotation, check_metadata
+
+    annotation = read_json(args.annotation, "VCR annotation")
+    metadata = read_json(args.metadata, "VCR metadata")
+    image = load_image(args.image)
+    check_annotation(annotation, args.task, source=args.annotation)
+    check_metadata(metadata, image.width, image.height, len(annotation["objects"]), source=args.metadata)
+    _print(_pipe(f"vcr_{args.task}", args.model)(image=image, annotation=annotation, metadata=metadata))
 
 
 def cmd_classify(args) -> None:
@@ -68,12 +148,19 @@ def cmd_classify(args) -> None:
 def cmd_vqa_llm(args) -> None:
     from .llm import vqa_with_llm
 
-    llm, settings = args.local, {}
-    if not llm:  # a chat-completions server; unset values come from VLE_LLM_BASE_URL / VLE_LLM_MODEL / ...
-        llm, settings = args.base_url, {"model": args.model, "timeout": args.timeout}
+    if args.local:
+        given = [flag for flag, value in (("--base-url", args.base_url), ("--model", args.model),
+                                          ("--timeout", args.timeout)) if value is not None]
+        if given:
+            raise InputError(f"--local runs a model in this process: {', '.join(given)} only apply to a server; "
+                             "give one or the other")
+        llm, settings = args.local, {}
+    else:  # a chat-completions server; unset values come from VLE_LLM_BASE_URL / VLE_LLM_MODEL / ...
+        llm = args.base_url
+        settings = {"model": args.model, "timeout": 60.0 if args.timeout is None else args.timeout}
     pipe = vqa_with_llm(args.vqa_model, captioner=args.captioner, llm=llm, llm_settings=settings)
     result = pipe(image=args.image, question=args.question, top_k=args.top_k)
-    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
+    print(dumps(result.to_dict()) if args.json else result.format())
 
 
 def cmd_demo(args) -> None:
@@ -101,24 +188,27 @@ def cmd_demo(args) -> None:
 
 def cmd_explain(args) -> None:
     """A VQA explanation as a self-contained HTML report (the same view as the workbench's VQA explorer)."""
-    from PIL import Image
-
     import viz  # rendering stays outside vle: imported only by this command
 
-    from .explain import Explainer, VQAContrast, vqa_answer
+    from .explain import Explainer, VQAContrast, get_method, vqa_answer
+    from .image_utils import load_image
 
+    get_method(args.method)  # an unknown method fails before any model is loaded
     vqa = _pipe("vqa", args.model)
-    explainer = Explainer(vqa.model, vqa.processor)
-    image = Image.open(args.image).convert("RGB")
-    answers = vqa(image=image, question=args.question, top_k=args.top_k)
-    target = vqa_answer(vqa.model, args.answer or answers[0]["answer"])
+    target = vqa_answer(vqa.model, args.answer) if args.answer else None
     if args.rather_than:
+        if target is None:
+            raise InputError("--rather-than needs --answer: explain why --answer rather than --rather-than")
         other = vqa_answer(vqa.model, args.rather_than)
         target = VQAContrast(target.index, other.index, target.answer, other.answer)
+    image = load_image(args.image)
+    explainer = Explainer(vqa.model, vqa.processor)
+    answers = vqa(image=image, question=args.question, top_k=args.top_k)
+    target = target or vqa_answer(vqa.model, answers[0]["answer"])
     explanation = explainer.explain(image, args.question, target=target, method=args.method)
-    viz.explanation_report_html(explanation, image, args.out,
-                                title=f"{args.question} → {answers[0]['answer']}: {explanation.method} "
-                                      f"explanation of {explanation.target.label}")
+    page = viz.explanation_report_html(explanation, image, title=f"{args.question} → {answers[0]['answer']}: "
+                                       f"{explanation.method} explanation of {explanation.target.label}")
+    write_atomically(args.out, page.encode("utf-8"))
     _print({"answers": answers, "target": explanation.target.label, "method": explanation.method,
             "report": args.out})
 
@@ -138,7 +228,7 @@ def cmd_evaluate(args) -> None:
     models = run_models(args.models) if args.models else None
     results = evaluate(seed=DEFAULT_SEED if args.seed is None else args.seed, n=args.n, models=models,
                        progress=not args.json)
-    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    print(dumps(results) if args.json else format_table(results))
 
 
 def cmd_faithfulness(args) -> None:
@@ -146,30 +236,41 @@ def cmd_faithfulness(args) -> None:
 
     n = DEFAULT_QUESTIONS if args.n is None else args.n
     results = faithfulness(seed=args.seed, n=n, model=args.model or DEFAULT_MODEL, progress=not args.json)
-    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    print(dumps(results) if args.json else format_table(results))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is two lines (what is wrong, where the help is), not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vle-workbench", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="vle-workbench", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an internal error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def add(name, handler, help_text):
+    def add(name, handler, help_text, model: bool = True):
         command = sub.add_parser(name, help=help_text)
         command.set_defaults(handler=handler)
-        command.add_argument("--model", default=None, help="shipped name, folder or hub id")
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the Python traceback of an internal error")
+        if model:
+            command.add_argument("--model", default=None, help="shipped name, folder or hub id")
         return command
 
     vqa = add("vqa", cmd_vqa, "answer a question about an image")
     vqa.add_argument("image")
     vqa.add_argument("question")
-    vqa.add_argument("--top-k", type=int, default=5)
+    vqa.add_argument("--top-k", type=positive_int, default=5)
     itm = add("itm", cmd_itm, "probability that a text matches an image")
     itm.add_argument("image")
     itm.add_argument("text")
     pbc = add("pbc", cmd_pbc, "patches that a phrase is about, as an overlay")
     pbc.add_argument("image")
     pbc.add_argument("text")
-    pbc.add_argument("--out", default="pbc_overlay.png")
+    pbc.add_argument("--out", type=output_path(IMAGE_SUFFIXES), default="pbc_overlay.png")
     vcr = add("vcr", cmd_vcr, "VCR multiple choice from an annotation in the VCR format")
     vcr.add_argument("annotation")
     vcr.add_argument("--image", required=True)
@@ -179,8 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("image")
     classify.add_argument("labels", nargs="+")
     classify.add_argument("--template", default="a photo of a {}.")
-    vqa_llm = sub.add_parser("vqa-llm", help="VQA candidates + a caption → an LLM's short and long answer")
-    vqa_llm.set_defaults(handler=cmd_vqa_llm)
+    vqa_llm = add("vqa-llm", cmd_vqa_llm, "VQA candidates + a caption → an LLM's short and long answer", model=False)
     vqa_llm.add_argument("image")
     vqa_llm.add_argument("question")
     vqa_llm.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 "
@@ -189,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     vqa_llm.add_argument("--local", help="a transformers text-generation model id or folder instead of a server")
     vqa_llm.add_argument("--vqa-model", default=DEFAULT_MODELS["vqa"], help="shipped name, folder or hub id")
     vqa_llm.add_argument("--captioner", help='"shapes" (ITM over the shapes grammar) or a captioning model id')
-    vqa_llm.add_argument("--top-k", type=int, default=4)
-    vqa_llm.add_argument("--timeout", type=float, default=60.0, help="seconds per LLM request")
+    vqa_llm.add_argument("--top-k", type=positive_int, default=4)
+    vqa_llm.add_argument("--timeout", type=positive_seconds, default=None,
+                         help="seconds for each whole LLM request, retries included (default 60)")
     vqa_llm.add_argument("--json", action="store_true", help="print the whole result as JSON")
     explain_cmd = add("explain", cmd_explain, "explain a VQA answer and write a self-contained HTML report")
     explain_cmd.add_argument("image")
@@ -200,40 +301,68 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--answer", default=None, help="the answer to explain (default: the top answer)")
     explain_cmd.add_argument("--rather-than", default=None, help="a second answer: explain why --answer rather "
                                                                  "than this one")
-    explain_cmd.add_argument("--top-k", type=int, default=5)
-    explain_cmd.add_argument("--out", default="report.html")
-    add("demo", cmd_demo, "the main job: VQA with the embedded model on a scene from pics/")
-    train = sub.add_parser("train", help="train the shapes-world models (tokenizer, pretraining, VQA, VCR)")
-    train.set_defaults(handler=cmd_train)
+    explain_cmd.add_argument("--top-k", type=positive_int, default=5)
+    explain_cmd.add_argument("--out", type=output_path((".html", ".htm")), default="report.html")
+    add("demo", cmd_demo, "the main job: VQA with the embedded model on a scene from pics/", model=False)
+    train = add("train", cmd_train, "train the shapes-world models (tokenizer, pretraining, VQA, VCR)", model=False)
     train.add_argument("--out", required=True, help="folder for the stage checkpoints (resumes if present)")
     train.add_argument("--recipe", choices=("full", "teaching", "smoke"), default="full")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=None, help="CPU threads in all (default: torch's)")
-    train.add_argument("--processes", type=int, default=None,
+    train.add_argument("--seed", type=whole_number, default=0)
+    train.add_argument("--threads", type=positive_int, default=None, help="CPU threads in all (default: torch's)")
+    train.add_argument("--processes", type=positive_int, default=None,
                        help="data-parallel processes, each on its share of every batch (default: one per core, up "
                             "to 8, as many as the batches split into)")
-    evaluate = sub.add_parser("evaluate", help="accuracy of the shapes models on held-out scenes")
-    evaluate.set_defaults(handler=cmd_evaluate)
-    evaluate.add_argument("--seed", type=int, default=None, help="first held-out scene seed (>= 1000000)")
-    evaluate.add_argument("--n", type=int, default=200, help="number of held-out scenes")
+    evaluate = add("evaluate", cmd_evaluate, "accuracy of the shapes models on held-out scenes", model=False)
+    evaluate.add_argument("--seed", type=whole_number, default=None, help="first held-out scene seed (>= 1000000)")
+    evaluate.add_argument("--n", type=positive_int, default=200, help="number of held-out scenes")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--models", default=None, help="a training output folder instead of the shipped models")
     faithful = add("faithfulness", cmd_faithfulness, "faithfulness and localisation of every explanation method")
-    faithful.add_argument("--seed", type=int, default=None, help="first held-out scene seed (>= 1000000)")
-    faithful.add_argument("--n", type=int, default=None,
+    faithful.add_argument("--seed", type=whole_number, default=None, help="first held-out scene seed (>= 1000000)")
+    faithful.add_argument("--n", type=positive_int, default=None,
                           help="number of held-out questions, one per scene (default 200)")
     faithful.add_argument("--json", action="store_true", help="print one JSON object keyed by method")
     return parser
 
 
+USER_ERRORS = (InputError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. A user error prints what is wrong and exits with 2; an internal error prints one line (the
+    traceback with --debug) and exits with 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (ValueError, FileNotFoundError, TypeError, OSError) as error:
-        print(f"vle-workbench {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"vle-workbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001  (the one place every failure becomes a message)
+        from .llm.backends import LLMError
+
+        user = isinstance(error, USER_ERRORS + (LLMError,)) or _is_user_os_error(error)
+        if args.debug and not user:
+            traceback.print_exc()
+        print(f"vle-workbench {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        if not user:
+            print(f"This is a bug in vle-workbench ({type(error).__name__}); rerun with --debug for the traceback "
+                  "and report it.", file=sys.stderr)
+            return 1
         return 2
     return 0
+
+
+def _is_user_os_error(error: BaseException) -> bool:
+    """Files that cannot be read or written (permissions, a full disk, a missing folder) are the user's to fix."""
+    return isinstance(error, OSError) and error.errno is not None
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    return " ".join(text.split()) if len(text) < 600 else " ".join(text[:600].split()) + " ..."
 
 
 if __name__ == "__main__":
