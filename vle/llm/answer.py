@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..errors import InputError, check_int, check_number, check_text
 from .backends import LLMError, resolve_llm
 from .parsing import Choice, clean_reply, read_choice
 from .prompt import DEFAULT_TEMPLATE, Candidate, PromptTemplate, letter_candidates
@@ -108,6 +109,14 @@ def answer_with_llm(llm, question: str, caption: str, answers: list[dict],
     answer in a sentence. LLM failures (``LLMError``: timeouts, server errors after the retries, unreadable
     answers) do not raise: the VQA top answer is kept and the error recorded; the long answer is then not asked."""
     llm = resolve_llm(llm)
+    check_text(question, "question")
+    if not isinstance(caption, str):
+        raise InputError(f"the caption must be a string, got {type(caption).__name__}")
+    if not isinstance(template, PromptTemplate):
+        raise InputError(f"template must be a PromptTemplate, got {type(template).__name__}")
+    short_max_tokens = check_int(short_max_tokens, "short_max_tokens", low=1)
+    long_max_tokens = check_int(long_max_tokens, "long_max_tokens", low=1)
+    temperature = check_number(temperature, "temperature", low=0)
     candidates = letter_candidates(answers)
     prompt = template.render_short(caption, question, candidates)
     try:

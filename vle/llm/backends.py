@@ -1,7 +1,7 @@
 """LLM backends: anything with ``generate(prompt, max_tokens=..., temperature=...) -> str``.
 
-* ``ChatCompletionsBackend``: an OpenAI-compatible ``/v1/chat/completions`` endpoint over HTTP, standard library
-  only. llama.cpp's ``llama-server``, vLLM, Ollama, LM Studio and OpenAI itself speak it.
+* ``ChatCompletionsBackend``: an OpenAI-compatible ``/v1/chat/completions`` endpoint over HTTP (httpx), with one
+  deadline for the whole request. llama.cpp's ``llama-server``, vLLM, Ollama, LM Studio and OpenAI itself speak it.
 * ``vle.llm.local.TransformersBackend``: a transformers text-generation model by hub id or folder.
 * ``resolve_llm``: a backend, a URL, a model id/folder, a plain function, or ``None`` for the environment.
 
@@ -15,15 +15,18 @@ Settings not given as arguments come from the environment: ``VLE_LLM_BASE_URL`` 
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import json
+import math
 import os
-import socket
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
+
+import httpx
+
+from ..errors import InputError
 
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "VLE_LLM_BASE_URL", "VLE_LLM_MODEL", "VLE_LLM_API_KEY"
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -56,10 +59,11 @@ class ChatCompletionsBackend:
     """An OpenAI-compatible chat-completions server.
 
     ``base_url`` ends in ``/v1`` (a bare ``http://host:port`` gets ``/v1`` added). ``model`` may be left out: the
-    first model the server lists at ``/v1/models`` is used (llama.cpp serves one). ``timeout`` is in seconds per
-    connection attempt and per read. Connection failures, timeouts, 408/409/425/429 and 5xx answers are retried
-    ``retries`` times, waiting ``backoff``, 2 x ``backoff``, 4 x ``backoff`` ... (capped at ``max_backoff``, or the
-    server's Retry-After); other 4xx answers fail at once with the server's own message.
+    first model the server lists at ``/v1/models`` is used (llama.cpp serves one). ``timeout`` (seconds) bounds each
+    whole request, retries and their waits included: connecting, sending and every read share it, so a server that
+    trickles its answer cannot stretch it. Connection failures, timeouts, 408/409/425/429 and 5xx answers are retried
+    ``retries`` times while time is left, waiting ``backoff``, 2 x ``backoff``, 4 x ``backoff`` ... (capped at
+    ``max_backoff``, or the server's Retry-After); other 4xx answers fail at once with the server's own message.
     """
 
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None,
@@ -69,11 +73,16 @@ class ChatCompletionsBackend:
         if not base_url:
             raise LLMNotConfiguredError(NOT_CONFIGURED)
         self.base_url = normalise_base_url(base_url)
+        for name, value in (("model", model), ("api_key", api_key), ("system", system)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{name} must be a string, got {type(value).__name__}")
         self.model = model or os.environ.get(ENV_MODEL) or None
         self.api_key = api_key or os.environ.get(ENV_API_KEY) or os.environ.get("OPENAI_API_KEY") or None
-        if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError(f"need timeout > 0, retries >= 0, backoff >= 0; got {timeout}, {retries}, {backoff}")
-        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
+        self.timeout = _seconds(timeout, "timeout", positive=True)
+        self.backoff, self.max_backoff = _seconds(backoff, "backoff"), _seconds(max_backoff, "max_backoff")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InputError(f"retries must be a whole number from 0, got {retries!r}")
+        self.retries = retries
         self.system, self.extra_body = system, dict(extra_body or {})
 
     @property
@@ -97,52 +106,86 @@ class ChatCompletionsBackend:
         return self.model
 
     def request(self, path: str, body: dict | None = None) -> dict:
-        """GET (no body) or POST JSON to ``base_url/path`` with retries; the decoded JSON answer."""
+        """GET (no body) or POST JSON to ``base_url/path``, retried while the deadline allows; the decoded JSON."""
         url = f"{self.base_url}/{path}"
+        deadline = time.monotonic() + self.timeout
         failures = []
         for attempt in range(self.retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             try:
-                return self._request_once(url, body)
+                return self._request_once(url, body, remaining)
             except _Retryable as error:
                 failures.append(str(error))
-                if attempt == self.retries:
-                    break
                 wait = min(self.backoff * 2 ** attempt, self.max_backoff)
-                time.sleep(error.retry_after if error.retry_after is not None else wait)
-        tries = f"{len(failures)} attempt{'s' if len(failures) > 1 else ''}"
-        raise LLMError(f"{url} failed after {tries}: {'; '.join(failures)}")
+                wait = error.retry_after if error.retry_after is not None else wait
+                if attempt == self.retries or time.monotonic() + wait >= deadline:
+                    break
+                time.sleep(wait)
+        tries = f"{len(failures)} attempt{'s' if len(failures) != 1 else ''}"
+        raise LLMError(f"{url} failed after {tries} within the {self.timeout:g} s timeout: "
+                       f"{'; '.join(failures) or 'no time left'}")
 
-    def _request_once(self, url: str, body: dict | None) -> dict:
+    def _request_once(self, url: str, body: dict | None, seconds: float) -> dict:
         headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+
+        async def fetch() -> httpx.Response:
+            async with httpx.AsyncClient(timeout=seconds) as client:
+                if body is None:
+                    return await client.get(url, headers=headers)
+                return await client.post(url, headers=headers, json=body)
+
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as error:
-            detail = _error_detail(error)
-            if error.code in RETRY_STATUS or error.code >= 500:
-                raise _Retryable(f"HTTP {error.code} {detail}", _retry_after(error, self.max_backoff)) from None
-            hint = " (check the API key)" if error.code in (401, 403) else ""
-            hint = hint or (" (check the base URL and the model name)" if error.code == 404 else "")
-            raise LLMError(f"{url} answered HTTP {error.code}{hint}: {detail}") from None
-        except (TimeoutError, socket.timeout):
-            raise _Retryable(f"no answer within {self.timeout:g} s") from None
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, (TimeoutError, socket.timeout)):
-                raise _Retryable(f"no connection within {self.timeout:g} s") from None
-            raise _Retryable(f"cannot connect ({error.reason})") from None
-        except (OSError, http.client.HTTPException) as error:  # reset or closed mid-answer
-            raise _Retryable(f"connection lost ({error})") from None
+            response = _run_with_deadline(fetch, seconds)
+        except (asyncio.TimeoutError, httpx.TimeoutException) as error:
+            phase = "connection" if isinstance(error, httpx.ConnectTimeout) else "answer"
+            raise _Retryable(f"no {phase} within {self.timeout:g} s") from None
+        except httpx.ConnectError as error:
+            raise _Retryable(f"cannot connect ({error})") from None
+        except (httpx.TransportError, httpx.DecodingError) as error:  # reset or closed mid-answer
+            raise _Retryable(f"connection lost ({error or type(error).__name__})") from None
+        if response.status_code >= 400:
+            detail = _error_detail(response)
+            if response.status_code in RETRY_STATUS or response.status_code >= 500:
+                raise _Retryable(f"HTTP {response.status_code} {detail}", _retry_after(response, self.max_backoff))
+            hint = " (check the API key)" if response.status_code in (401, 403) else ""
+            hint = hint or (" (check the base URL and the model name)" if response.status_code == 404 else "")
+            raise LLMError(f"{url} answered HTTP {response.status_code}{hint}: {detail}")
         try:
-            return json.loads(raw.decode("utf-8"))
+            return json.loads(response.content.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise LLMError(f"{url} did not answer JSON: {raw[:200]!r}") from None
+            raise LLMError(f"{url} did not answer JSON: {response.content[:200]!r}") from None
+
+
+def _run_with_deadline(fetch, seconds: float):
+    """Run the coroutine ``fetch()`` to completion or cancel it after ``seconds``. It runs on an event loop of its
+    own in a worker thread, so this works the same from a script and from a Jupyter kernel (which already runs a
+    loop in the calling thread); cancelling closes the connection, so nothing outlives the deadline."""
+    outcome = {}
+
+    def work():
+        try:
+            outcome["value"] = asyncio.run(asyncio.wait_for(fetch(), seconds))
+        except BaseException as error:  # noqa: BLE001  (handed to the caller's thread)
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, name="vle-llm-request", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _seconds(value, name: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+            or (positive and value == 0):
+        bound = "above 0" if positive else "from 0"
+        raise InputError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
+    return float(value)
 
 
 class _Retryable(Exception):
@@ -153,9 +196,18 @@ class _Retryable(Exception):
 
 def normalise_base_url(base_url: str) -> str:
     """'http://h:8080' → 'http://h:8080/v1'; a URL with a path is kept (no trailing slash)."""
+    if not isinstance(base_url, str):
+        raise InputError(f"the LLM base URL must be a string like http://host:port/v1, got {type(base_url).__name__}")
     parsed = urllib.parse.urlsplit(base_url.strip())
+    if parsed.scheme and parsed.scheme not in ("http", "https") and parsed.netloc:
+        raise InputError(f"the LLM base URL {base_url!r} uses the scheme {parsed.scheme}://, which is not supported: "
+                         "an LLM server is reached over http:// or https://")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"the LLM base URL must look like http://host:port/v1, got {base_url!r}")
+        raise InputError(f"the LLM base URL must look like http://host:port/v1, got {base_url!r}")
+    try:
+        parsed.port
+    except ValueError:
+        raise InputError(f"the LLM base URL {base_url!r} has an invalid port") from None
     path = parsed.path.rstrip("/") or "/v1"
     return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, "", ""))
 
@@ -174,11 +226,8 @@ def message_text(answer: dict) -> str:
     return "" if content is None else str(content)
 
 
-def _error_detail(error: urllib.error.HTTPError) -> str:
-    try:
-        raw = error.read().decode("utf-8", "replace")
-    except OSError:
-        return error.reason or ""
+def _error_detail(response: httpx.Response) -> str:
+    raw = response.content.decode("utf-8", "replace")
     try:
         payload = json.loads(raw)
         message = payload.get("error", payload) if isinstance(payload, dict) else payload
@@ -186,31 +235,59 @@ def _error_detail(error: urllib.error.HTTPError) -> str:
             message = message.get("message", message)
         return str(message)[:300]
     except json.JSONDecodeError:
-        return raw.strip()[:300] or str(error.reason)
+        return raw.strip()[:300] or response.reason_phrase
 
 
-def _retry_after(error: urllib.error.HTTPError, cap: float) -> float | None:
+def _retry_after(response: httpx.Response, cap: float) -> float | None:
     try:
-        return min(float(error.headers.get("Retry-After", "")), cap)
+        value = float(response.headers.get("Retry-After", ""))
     except (TypeError, ValueError):
         return None
+    return min(value, cap) if math.isfinite(value) and value >= 0 else None
 
 
 def resolve_llm(llm=None, **settings):
     """A backend from: an object with ``generate`` (kept), a function (wrapped), an ``http(s)://`` URL (chat
     completions), another string (a transformers model id or folder), or None (the environment; an error naming
-    the options when nothing is set). ``settings`` go to the backend's constructor."""
+    the options when nothing is set). ``settings`` go to the backend's constructor; settings a backend does not take
+    (a timeout for a local model, say) are refused by name."""
+    settings = {key: value for key, value in settings.items() if value is not None}
     if llm is None:
-        return ChatCompletionsBackend(**settings)
+        return ChatCompletionsBackend(**_settings_for(ChatCompletionsBackend, settings, "a chat-completions server"))
     if hasattr(llm, "generate"):
+        _no_settings(settings, "a ready backend")
         return llm
     if isinstance(llm, (str, os.PathLike)):
-        text = os.fspath(llm)
-        if text.startswith(("http://", "https://")):
-            return ChatCompletionsBackend(base_url=text, **settings)
+        text = os.fspath(llm).strip()
+        if not text:
+            raise InputError("the LLM is an empty string: give a server URL (http://host:port/v1) or a model id")
+        scheme = urllib.parse.urlsplit(text).scheme if "://" in text else ""
+        if scheme in ("http", "https"):
+            return ChatCompletionsBackend(base_url=text, **_settings_for(ChatCompletionsBackend, settings,
+                                                                         "a chat-completions server"))
+        if scheme:
+            raise InputError(f"the LLM URL {text!r} uses the scheme {scheme}://, which is not supported: an LLM "
+                             "server is reached over http:// or https://")
         from .local import TransformersBackend
 
-        return TransformersBackend(text, **settings)
+        return TransformersBackend(text, **_settings_for(TransformersBackend, settings, "a local transformers model"))
     if callable(llm):
+        _no_settings(settings, "a function")
         return FunctionBackend(llm)
     raise TypeError(f"an LLM is a backend, a URL, a model id or folder, or a function; got {type(llm).__name__}")
+
+
+def _settings_for(backend_class, settings: dict, what: str) -> dict:
+    import inspect
+
+    accepted = [name for name in inspect.signature(backend_class.__init__).parameters if name not in ("self",)]
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        raise InputError(f"{what} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}")
+    return settings
+
+
+def _no_settings(settings: dict, what: str) -> None:
+    if settings:
+        raise InputError(f"{what} was given as the LLM, so {', '.join(sorted(settings))} cannot apply: configure the "
+                         "backend itself")

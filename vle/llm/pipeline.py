@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np  # noqa: F401  (used by the docstring example)
 
+from ..errors import InputError, check_int, check_no_extra, check_number
 from ..image_utils import load_image
 from ..pipelines import VLEForVQAPipeline
 from .answer import VQALLMResult, answer_with_llm
@@ -43,14 +44,23 @@ class VQAWithLLM(VLEForVQAPipeline):
         if not callable(captioner):
             raise TypeError(f"the captioner must be callable as captioner(image) -> str, "
                             f"got {type(captioner).__name__}")
+        if not isinstance(template, PromptTemplate):
+            raise InputError(f"template must be a PromptTemplate, got {type(template).__name__}")
         self.captioner, self.llm, self.template = captioner, resolve_llm(llm), template
-        self.llm_settings = {"long_answer": long_answer, "short_max_tokens": short_max_tokens,
-                             "long_max_tokens": long_max_tokens, "temperature": temperature}
+        self.llm_settings = {"long_answer": bool(long_answer),
+                             "short_max_tokens": check_int(short_max_tokens, "short_max_tokens", low=1),
+                             "long_max_tokens": check_int(long_max_tokens, "long_max_tokens", low=1),
+                             "temperature": check_number(temperature, "temperature", low=0)}
         super().__init__(model, processor, **kwargs)
 
     def _sanitize_parameters(self, top_k=None, caption=None, template=None, **kwargs):
-        post = {"top_k": DEFAULT_TOP_K if top_k is None else top_k, "caption": caption, "template": template}
-        return {}, {}, {**post, **kwargs}
+        check_no_extra(kwargs, type(self).__name__, ("top_k", "caption", "template"))
+        if caption is not None and not isinstance(caption, str):
+            raise InputError(f"caption must be a string, got {type(caption).__name__}")
+        if template is not None and not isinstance(template, PromptTemplate):
+            raise InputError(f"template must be a PromptTemplate, got {type(template).__name__}")
+        top_k = DEFAULT_TOP_K if top_k is None else check_int(top_k, "top_k", low=1)
+        return {}, {}, {"top_k": top_k, "caption": caption, "template": template}
 
     def preprocess(self, inputs):
         image = load_image(inputs["image"])

@@ -34,6 +34,8 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
+from ..errors import InputError, check_number
+
 LETTERS = string.ascii_uppercase
 PREFIX = "This is the caption of a picture: {caption}. Question: {question} VQA model predicts: {candidates}"
 SHORT = (PREFIX + " Choose {first} if it is not in conflict with the description of the picture and {first}'s score "
@@ -53,10 +55,17 @@ class Candidate:
 
 def letter_candidates(answers: list[dict]) -> tuple[Candidate, ...]:
     """VQA pipeline output ``[{"answer", "score"}, ...]`` (best first) → lettered candidates."""
+    if isinstance(answers, dict) or not isinstance(answers, (list, tuple)):
+        raise InputError(f"the VQA answers must be a list of {{'answer', 'score'}} dicts, best first; got "
+                         f"{type(answers).__name__}")
     if not answers:
-        raise ValueError("the VQA model gave no candidates")
+        raise InputError("the VQA model gave no candidates")
     if len(answers) > len(LETTERS):
-        raise ValueError(f"at most {len(LETTERS)} candidates can be lettered, got {len(answers)}: lower top_k")
+        raise InputError(f"at most {len(LETTERS)} candidates can be lettered, got {len(answers)}: lower top_k")
+    for index, answer in enumerate(answers):
+        if not isinstance(answer, dict) or "answer" not in answer or "score" not in answer:
+            raise InputError(f"VQA answer {index} must be a dict with 'answer' and 'score', got {str(answer)[:60]}")
+        check_number(answer["score"], f"the score of VQA answer {index}", low=0, high=1)
     return tuple(Candidate(LETTERS[i], str(a["answer"]), float(a["score"])) for i, a in enumerate(answers))
 
 
