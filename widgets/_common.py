@@ -117,18 +117,20 @@ class ImagePicker(W.VBox):
 
     @property
     def image(self) -> Image.Image:
+        """The chosen image, read by ``vle``'s one loader (EXIF orientation, 16-bit and float images, bombs and bad
+        files handled as everywhere else)."""
+        from vle.image_utils import load_image
+
         if self.source.value == "(path)":
             if not self.path.value.strip():
                 raise ValueError("type the path of an image file, or pick a scene from pics/")
-            path = Path(self.path.value.strip()).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"no image file at {path}")
-            return Image.open(path).convert("RGB")
+            return load_image(Path(self.path.value.strip()).expanduser())
         if self.source.value == "(upload)":
             if not self.upload.value:
                 raise ValueError("upload an image first (the button next to the image menu)")
-            return Image.open(io.BytesIO(bytes(self.upload.value[0]["content"]))).convert("RGB")
-        return Image.open(PICS / f"{self.source.value}.png").convert("RGB")
+            upload = self.upload.value[0]
+            return load_image(bytes(upload["content"]), name=f"the upload {upload.get('name', '')}".strip())
+        return load_image(PICS / f"{self.source.value}.png")
 
 
 # -- output ----------------------------------------------------------------------------------------------------------
@@ -212,6 +214,10 @@ class Status(W.VBox):
 
 def describe_error(error: BaseException) -> str:
     """The error in one line a user can act on; the traceback's last frame for unexpected kinds."""
+    from vle.errors import InputError
+
+    if isinstance(error, InputError):
+        return str(error)
     if isinstance(error, (ValueError, FileNotFoundError, TypeError, KeyError, IndexError, OSError, RuntimeError)):
         return f"{type(error).__name__}: {error}"
     where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None

@@ -62,12 +62,13 @@ class AttentionExplorer(W.VBox):
         with self.status.run(self.run_button, steps=2, text="recording the fusion's attention …") as status:
             if not self.text.value.strip():
                 raise ValueError("type a text first")
-            self._image = self.picker.image
-            inputs = self.explainer.inputs(self._image, self.text.value.strip())
+            image = self.picker.image
+            inputs = self.explainer.inputs(image, self.text.value.strip())
             target = self.explainer.default_target(inputs)
             e = explain(self.model, inputs, target, "raw_attention", cache=self.explainer.cache, keep_maps=True)
+            # nothing is replaced until everything succeeded: a failed run keeps the last good one on screen
+            self._image, self.tokens = image, e.tokens
             self.maps = {key: e.metadata[key] for key in ("text_to_image", "image_to_text")}
-            self.tokens = e.tokens
             status.step("drawing …")
             choices = [(token.lstrip("▁") or token, index) for index, token in enumerate(self.tokens)]
             content = [index for token, index in choices if token not in ("[CLS]", "[SEP]")]

@@ -57,8 +57,8 @@ class MethodComparison(W.VBox):
             question = self.question.value.strip()
             if not question:
                 raise ValueError("type a question first")
-            self._image = self.picker.image
-            inputs = self.explainer.inputs(self._image, question)
+            image = self.picker.image
+            inputs = self.explainer.inputs(image, question)
             default = self.explainer.default_target(inputs)
             if (question, self.picker.name) != self._asked or self.answer.value is None:
                 labels = self.model.config.id2label
@@ -66,10 +66,11 @@ class MethodComparison(W.VBox):
                 self.answer.value = default.index
                 self._asked = (question, self.picker.name)
             target = VQAAnswer(self.answer.value, str(self.model.config.id2label[self.answer.value]))
-            self.explanations = {}
+            explanations = {}
             for name in names:
                 status.step(f"{name} …")
-                self.explanations[name] = explain(self.model, inputs, target, name, cache=self.explainer.cache)
+                explanations[name] = explain(self.model, inputs, target, name, cache=self.explainer.cache)
+            self._image, self.explanations = image, explanations  # a failed run keeps the last good one
             self.render()
 
     def render(self) -> None:

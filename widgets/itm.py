@@ -66,24 +66,27 @@ class ITMExplorer(W.VBox):
             self.phrase.value = record["caption"]["text"]
 
     def run(self) -> None:
-        from vle.explain import PBCPhrase, explain
+        from vle.explain import ITMMatch, PBCPhrase, explain
 
         with self.status.run(self.run_button, steps=3, text="matching …") as status:
             phrase = self.phrase.value.strip()
             if not phrase:
                 raise ValueError("type a phrase first, e.g. 'a red square'")
-            self._image = self.picker.image
-            self.inputs = self.explainer.inputs(self._image, phrase)
-            self.itm_cache.clear()
-            self.pbc = explain(self.model, self.inputs, PBCPhrase(phrase=phrase), "pbc", cache=self.explainer.cache)
+            image = self.picker.image
+            inputs = self.explainer.inputs(image, phrase)
+            pbc = explain(self.model, inputs, PBCPhrase(phrase=phrase), "pbc", cache=self.explainer.cache)
             status.step("explaining the match …")
-            itm = self.itm_explanation()
+            method = self.method.value
+            itm = explain(self.model, inputs, ITMMatch(True), method, cache=self.explainer.cache)
+            status.step("zero-shot labels …")
+            zero_shot = self._zero_shot(image)
+            # nothing is replaced until everything succeeded: a failed run keeps the last good one on screen
+            self._image, self.inputs, self.pbc, self.itm_cache = image, inputs, pbc, {method: itm}
             probability = itm.metadata["target_probability"]
             self.match.value = (f"<div style='font-size:1.2em'>match probability: <b class='vle-match-p'>"
                                 f"{probability:.3f}</b> {score_bar(probability)} "
                                 f"({'match' if probability > 0.5 else 'no match'})</div>")
-            status.step("zero-shot labels …")
-            self.zero_shot.value = self._zero_shot()
+            self.zero_shot.value = zero_shot
             self.render()
 
     def itm_explanation(self):
@@ -104,12 +107,12 @@ class ITMExplorer(W.VBox):
         self.view.value = VIEWS[1]
         self.render()
 
-    def _zero_shot(self) -> str:
+    def _zero_shot(self, image) -> str:
         labels = [label.strip() for label in self.labels.value.split(",") if label.strip()]
         if not labels:
             return ""
         classify = load_pipeline("classify", self.model_name)
-        ranked = classify(image=self._image, candidate_labels=labels, hypothesis_template=self.template.value)
+        ranked = classify(image=image, candidate_labels=labels, hypothesis_template=self.template.value)
         rows = [(html.escape(r["label"]), f"{r['score']:.3f}", score_bar(r["score"]), f"{r['match_probability']:.3f}")
                 for r in ranked]
         return "<b>zero-shot labels</b>" + html_table(rows, ("label", "share", "", "P(match)"))

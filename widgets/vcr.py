@@ -58,11 +58,11 @@ class VCRExplorer(W.VBox):
                           self.choices_qa2r, W.HBox([self.stage, self.choice, self.method]), self.opacity,
                           W.HBox([self.heatmap, self.tokens])])
 
-    def _score(self, task: str, annotation: dict) -> dict:
+    def _score(self, task: str, annotation: dict, image, record: dict) -> dict:
         from vle.explain import ExplainInputs
 
         model, processor = load_model("VLEForVCRQ2A" if task == "q2a" else "VLEForVCRQA2R", self.model_names[task])
-        batch = processor.vcr(annotation, self._image, self._record, task=task, patch_size=model.config.patch_size)
+        batch = processor.vcr(annotation, image, record, task=task, patch_size=model.config.patch_size)
         inputs = ExplainInputs.from_batch(dict(batch), processor)
         with torch.no_grad():
             logits = model(**inputs.model_inputs).logits[0]  # (choices,)
@@ -75,17 +75,20 @@ class VCRExplorer(W.VBox):
         from viz import plot_vcr_choices
 
         with self.status.run(self.run_button, steps=3, text="answering …") as status:
-            self._record = self.picker.record
-            if not self._record or "vcr" not in self._record:
+            record = self.picker.record
+            if not record or "vcr" not in record:
                 raise ValueError("pick a scene from pics/ with a VCR item (its JSON has a 'vcr' entry)")
-            self._image = self.picker.image
-            self.explanations.clear()
-            annotation = copy.deepcopy(self._record["vcr"])
-            q2a = self._score("q2a", annotation)
+            image = self.picker.image
+            annotation = copy.deepcopy(record["vcr"])
+            q2a = self._score("q2a", annotation, image, record)
             status.step("rationales …")
             if self.given.value == GIVEN[1]:  # condition the rationales on what the model answered
                 annotation = {**annotation, "answer_label": int(q2a["probabilities"].argmax())}
-            self.results = {"q2a": q2a, "qa2r": self._score("qa2r", annotation)}
+            qa2r = self._score("qa2r", annotation, image, record)
+            # nothing is replaced until both stages succeeded: a failed run keeps the last good one on screen
+            self._image, self._record = image, record
+            self.results = {"q2a": q2a, "qa2r": qa2r}
+            self.explanations.clear()
             status.step("drawing …")
             names, boxes = annotation["objects"], self._record["boxes"]
             for task, view in (("q2a", self.choices_q2a), ("qa2r", self.choices_qa2r)):

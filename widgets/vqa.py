@@ -113,12 +113,13 @@ class VQAExplorer(W.VBox):
             question = self.question.value.strip()
             if not question:
                 raise ValueError("type a question first")
-            self._image, self._record = self.picker.image, self.picker.record
-            self.inputs = ExplainInputs.build(self.processor, self._image, question)
-            self.inputs.image_features = self.explainer.cache.features(self.model,
-                                                                       self.inputs.model_inputs["pixel_values"])
+            image, record = self.picker.image, self.picker.record
+            inputs = ExplainInputs.build(self.processor, image, question)
+            inputs.image_features = self.explainer.cache.features(self.model, inputs.model_inputs["pixel_values"])
             status.step("answering …")
-            self.answers = self._top_answers(self.inputs, self.top_k.value)
+            answers = self._top_answers(inputs, self.top_k.value)
+            # nothing is replaced until the answers are in: a failed run keeps the last good one on screen
+            self._image, self._record, self.inputs, self.answers = image, record, inputs, answers
             self.explanations.clear()
             self._show_answers()
             status.step("explaining …")
@@ -254,6 +255,8 @@ class VQAExplorer(W.VBox):
                     self.explanations[key] = explain(self.model, self.inputs, target, method,
                                                      cache=self.explainer.cache, **options)
             except Exception as error:  # noqa: BLE001
+                if force:  # the Run button's status shows it
+                    raise
                 from ._common import describe_error
 
                 self.status.show(describe_error(error), "error")
