@@ -70,7 +70,9 @@ def check_number(value, name: str, low: float | None = None, high: float | None 
 
 def check_int(value, name: str, low: int | None = None, high: int | None = None) -> int:
     """A whole number within [low, high]; floats with a fraction, strings and booleans are refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a whole number, got {value}")
+    if not isinstance(value, numbers.Integral):
         if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
             value = int(value)
         else:

@@ -128,8 +128,8 @@ def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
     ``array_to_image``'s rules, transparent pixels composited on white."""
     if image.mode == "RGB":
         return image.copy()
-    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
-        return to_rgb(array_to_image(np.asarray(image), name), name)
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):  # "I": how Pillow may open 16-bit files
+        return to_rgb(array_to_image(np.asarray(image), name, wide_ints_are_16_bit=True), name)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -142,9 +142,11 @@ def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
         raise ImageError(f"{name} has the PIL mode {image.mode!r}, which cannot be shown as RGB ({error})") from None
 
 
-def array_to_image(array, name: str = "the image array") -> Image.Image:
+def array_to_image(array, name: str = "the image array", wide_ints_are_16_bit: bool = False) -> Image.Image:
     """A numpy array or torch tensor, (H, W), (H, W, 1|2|3|4), channels first (1|2|3|4, H, W) or a batch of one,
-    as a PIL image (RGB, RGBA, L or LA) with the value rules of ``load_image``."""
+    as a PIL image (RGB, RGBA, L or LA) with the value rules of ``load_image``. Integers wider than 8 bits are
+    refused unless the array is uint16 (or ``wide_ints_are_16_bit``, for Pillow's 32-bit mode of 16-bit files):
+    an int64 array holding values up to 1000 has no one scale."""
     if _is_tensor(array):
         array = array.detach().cpu()
         array = (array.float() if array.is_floating_point() else array).numpy()
@@ -162,13 +164,13 @@ def array_to_image(array, name: str = "the image array") -> Image.Image:
     if array.size == 0:
         raise ImageError(f"{name} is empty (shape {tuple(array.shape)})")
     check_size(array.shape[1], array.shape[0], name)
-    array = _to_uint8(array, name)
+    array = _to_uint8(array, name, wide_ints_are_16_bit)
     mode = {2: "L", 3: {2: "LA", 3: "RGB", 4: "RGBA"}}[array.ndim]
     mode = mode if isinstance(mode, str) else mode[array.shape[-1]]
     return Image.fromarray(np.ascontiguousarray(array), mode=mode)
 
 
-def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+def _to_uint8(array: np.ndarray, name: str, wide_ints_are_16_bit: bool) -> np.ndarray:
     kind = array.dtype.kind
     if array.dtype == np.uint8:
         return array
@@ -180,10 +182,10 @@ def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
         low, high = int(array.min()), int(array.max())
         if low >= 0 and high <= 255:
             return array.astype(np.uint8)
-        if low >= 0 and high <= 65535:  # 16-bit values in a wider type (PIL's "I" mode of 16-bit files)
+        if wide_ints_are_16_bit and low >= 0 and high <= 65535:
             return (array.astype(np.uint32) * 255 // 65535).astype(np.uint8)
-        raise ImageError(f"{name} holds integers from {low} to {high}: image values lie in 0-255 (8-bit) or 0-65535 "
-                         "(16-bit); rescale it first")
+        raise ImageError(f"{name} holds {array.dtype} values from {low} to {high}: 8-bit images lie in 0-255; pass "
+                         "a 16-bit image as uint16 (0-65535), or rescale it to uint8")
     if kind == "f":
         values = array.astype(np.float64)
         finite = np.isfinite(values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import pickle
 
 import torch
@@ -45,6 +46,8 @@ def readable_loading_errors(path: str, what: str = "model"):
         raise InputError(f"cannot load the {what} from {path}: its pytorch_model.bin is truncated or corrupt; save "
                          "or download it again") from None
     except (OSError, ValueError) as error:  # unreadable config or tokenizer files, a hub id that cannot be reached
+        if str(path).startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(str(path))):
+            raise InputError(f"cannot load the {what}: there is no folder {path}") from None
         raise InputError(f"cannot load the {what} from {path}: {error}") from None
 
 

@@ -70,12 +70,14 @@ class _VLEPipeline(Pipeline):
     def _checked(self, example, where: str) -> dict:
         if not isinstance(example, dict):
             raise InputError(f"{where} must be a dict with {', '.join(self.input_keys)}, got {type(example).__name__}")
-        missing = [key for key in self.input_keys if key not in example]
+        missing = [key for key in self.input_keys if example.get(key) is None]
         extra = [key for key in example if key not in self.input_keys]
         if missing or extra:
-            problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            problems = ([f"missing: {', '.join(missing)}"] if missing else []) + (
                 [f"unknown {', '.join(map(str, extra))}"] if extra else [])
-            raise InputError(f"{where}: {'; '.join(problems)} (an example has {', '.join(self.input_keys)})")
+            prefix = "" if where == "the input" else f"{where}: "
+            raise InputError(f"{prefix}{type(self).__name__} needs {', '.join(self.input_keys)}; "
+                             f"{'; '.join(problems)}")
         try:
             return self.check_example(dict(example))
         except InputError as error:

@@ -194,8 +194,9 @@ def check_metadata(metadata, width: int, height: int, n_objects: int, source: st
     for key, actual in (("width", width), ("height", height)):
         if key in metadata:
             value = metadata[key]
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise InputError(f"{source}: {key} must be a number of pixels, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                    or value <= 0:
+                raise InputError(f"{source}: {key} must be a positive number of pixels, got {value!r}")
     if int(metadata.get("width", width)) != width or int(metadata.get("height", height)) != height:
         raise InputError(f"{source} describes a {metadata.get('width', width)}x{metadata.get('height', height)} "
                          f"image but the image is {width}x{height}: its boxes would land on the wrong patches. Use the "

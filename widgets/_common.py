@@ -4,8 +4,8 @@ and showing errors inside the widget."""
 from __future__ import annotations
 
 import html
-import io
 import json
+import os
 import time
 import traceback
 from contextlib import contextmanager
@@ -124,7 +124,7 @@ class ImagePicker(W.VBox):
         if self.source.value == "(path)":
             if not self.path.value.strip():
                 raise ValueError("type the path of an image file, or pick a scene from pics/")
-            return load_image(Path(self.path.value.strip()).expanduser())
+            return load_image(os.path.expanduser(self.path.value.strip()))
         if self.source.value == "(upload)":
             if not self.upload.value:
                 raise ValueError("upload an image first (the button next to the image menu)")

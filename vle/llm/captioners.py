@@ -104,7 +104,10 @@ class TransformersCaptioner:
 
         self.task = "image-to-text" if "image-to-text" in SUPPORTED_TASKS else "image-text-to-text"
         self.name, self.prompt, self.max_new_tokens = os.fspath(model), prompt, max_new_tokens
-        self.pipe = pipeline(self.task, model=self.name, device=device)
+        from ..loading import readable_loading_errors
+
+        with readable_loading_errors(self.name, "captioning model"):
+            self.pipe = pipeline(self.task, model=self.name, device=device)
 
     def __call__(self, image) -> str:
         image = load_image(image)

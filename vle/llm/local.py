@@ -28,8 +28,11 @@ class TransformersBackend:
         if isinstance(model, (str, os.PathLike)):
             source = os.fspath(model)
             self.name = f"transformers model {source}"
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
-            model = AutoModelForCausalLM.from_pretrained(source, **({"dtype": dtype} if dtype else {}))
+            from ..loading import readable_loading_errors
+
+            with readable_loading_errors(source, "language model"):
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
+                model = AutoModelForCausalLM.from_pretrained(source, **({"dtype": dtype} if dtype else {}))
         else:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer along with a loaded model")
