@@ -495,6 +495,9 @@ API_ROWS = [
     refused("api", "answer and target both", lambda w: _explainer(w).explain(
         w.image, "what ?", answer="red", target=__import__("vle.explain").explain.VQAAnswer(0)), InputError,
         "not both"),
+    refused("api", "a file that is not a saved explanation",
+            lambda w: __import__("vle.explain").explain.Explanation.load(w.file("good.png")), InputError,
+            "is not a saved Explanation"),
     refused("api", "NaN image through the explainer", lambda w: _explainer(w).explain(np.full((8, 8, 3), np.nan),
                                                                                       "what ?"), ImageError, "NaN"),
     # VQA + LLM

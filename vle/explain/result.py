@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from ..errors import InputError
 from .targets import Target
 
 _ARRAYS = ("patch_scores", "box_scores", "token_scores", "word_scores")
@@ -125,11 +126,19 @@ class Explanation:
 
     @classmethod
     def load(cls, path) -> "Explanation":
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
-            metadata = dict(header["metadata"])
-            metadata.update({k.split(".", 1)[1]: data[k] for k in data.files if k.startswith("metadata.")})
-            arrays = {name: data[name] for name in _ARRAYS}
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+                metadata = dict(header["metadata"])
+                metadata.update({k.split(".", 1)[1]: data[k] for k in data.files if k.startswith("metadata.")})
+                arrays = {name: data[name] for name in _ARRAYS}
+                header = {key: header[key] for key in ("tokens", "words", "target", "method", "signed")}
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as error:
+            raise InputError(f"{path} is not a saved Explanation (Explanation.save writes one): {error}") from None
         return cls(**arrays, tokens=tuple(header["tokens"]), words=tuple(header["words"]),
                    target=Target.from_dict(header["target"]), method=header["method"], signed=header["signed"],
                    metadata=metadata)
