@@ -76,7 +76,7 @@ def test_recorder_names_shapes_and_rows_sum_to_one(vqa, inputs):
     for name in rec.names():
         if name.endswith("attention"):
             torch.testing.assert_close(rec[name].sum(-1), torch.ones(rec[name].shape[:-1]))
-    assert hook_count(vqa) == before and vqa.base_vle.eager_attention is False
+    assert hook_count(vqa) == before and vqa.config._attn_implementation == "sdpa"
 
 
 def test_recorder_matches_output_attentions_and_changes_nothing(vqa, inputs):
@@ -110,7 +110,9 @@ def test_recorder_removes_hooks_after_an_exception(vqa, inputs):
             vqa(**inputs.model_inputs)
             assert hook_count(vqa) > before
             raise RuntimeError("boom")
-    assert hook_count(vqa) == before and vqa.base_vle.eager_attention is False
+    clip = vqa.base_vle.vision_model.vision_model.config
+    assert hook_count(vqa) == before and vqa.config._attn_implementation == "sdpa"
+    assert clip._attn_implementation == "sdpa"
 
 
 def test_recorder_gradients_and_filter(vqa, inputs):
@@ -129,7 +131,8 @@ def test_recorder_gradients_and_filter(vqa, inputs):
 def test_tapped_attention_has_the_gradients_of_the_eager_attention():
     """The fusion blocks' in-place backward (used while a recorder keeps gradients) gives the autograd gradients of
     queries, keys and values, and hands the probabilities' own gradient to the tap."""
-    from vle.modeling_vle import _TappedAttention, attention_probabilities
+    from vle.explain.recorder import _TappedAttention
+    from vle.modeling_vle import attention_probabilities
 
     generator = torch.Generator().manual_seed(0)
     query, key, value, weight = (torch.randn(2, 3, n, 8, generator=generator, requires_grad=True)
@@ -170,8 +173,8 @@ def test_recorder_keeps_only_the_gradients_asked_for(vqa, inputs):
     with torch.enable_grad(), Recorder(vqa, attentions=("fusion",), hidden=True, grads=True) as every:
         score = vqa(**inputs.model_inputs).logits[0, 1]
     every.backward(score)
-    with torch.enable_grad(), Recorder(vqa, attentions=("fusion",), hidden=True, grads=True,
-                                       grads_of=["fusion.*.cross_attention", "fusion.image.1.hidden"]) as some:
+    with torch.enable_grad(), Recorder(vqa, attentions=("fusion",), hidden=True,
+                                       grads=["fusion.*.cross_attention", "fusion.image.1.hidden"]) as some:
         score = vqa(**inputs.model_inputs).logits[0, 1]
     some.backward(score)
     assert set(some.names()) == set(every.names())  # every map is still recorded

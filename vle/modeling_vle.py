@@ -86,52 +86,44 @@ def attention_probabilities(query: torch.Tensor, key: torch.Tensor, mask: torch.
     return _attention_scores(query, key, mask, scale).softmax(dim=-1, dtype=torch.float32).to(query.dtype)
 
 
-class _TappedAttention(torch.autograd.Function):
-    """softmax(scale · query @ keyᵀ + mask) @ value, whose backward hands the gradient of the probabilities to ``tap``.
+def eager_attention(module, query, key, value, mask, scale: float, dropout: float):
+    """The attention map materialised: (output (batch, heads, query_len, head_dim), probabilities)."""
+    probs = attention_probabilities(query, key, mask, scale)
+    return F.dropout(probs, dropout, module.training) @ value, probs
 
-    The eager path with gradients, for recorders: the probabilities leave as a non-differentiable output, and their
-    gradient reaches ``tap(grad, probs)`` (which must copy what it keeps: the buffer is reused) inside the backward.
-    Softmax and its backward work in place, so a layer allocates two (len × len) maps instead of four: at 1297 image
-    tokens allocating those maps, not computing them, was most of the time of a backward through the fusion.
-    """
 
-    @staticmethod
-    def forward(ctx, query, key, value, mask, scale: float, tap):
-        probs = _attention_scores(query, key, mask, scale, in_place=True)
-        torch.softmax(probs, dim=-1, out=probs)
-        ctx.save_for_backward(query, key, value, probs)
-        ctx.scale, ctx.tap = scale, tap
-        ctx.mark_non_differentiable(probs)
-        return probs @ value, probs
+def sdpa_attention(module, query, key, value, mask, scale: float, dropout: float):
+    """PyTorch's fused kernel: the map is never materialised, so no probabilities come back."""
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout), None
 
-    @staticmethod
-    def backward(ctx, grad_out, _):
-        query, key, value, probs = ctx.saved_tensors
-        grad_probs = grad_out @ value.transpose(-1, -2)
-        if ctx.tap is not None:
-            ctx.tap(grad_probs, probs)
-        grad_query = grad_key = grad_value = None
-        if ctx.needs_input_grad[2]:
-            grad_value = probs.transpose(-1, -2) @ grad_out
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            # softmax backward in place: dS = A ⊙ dA - A ⊙ rowsum(A ⊙ dA)
-            grad_scores = grad_probs.mul_(probs)
-            grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
-            if ctx.needs_input_grad[0]:
-                grad_query = (grad_scores @ key).mul_(ctx.scale)
-            if ctx.needs_input_grad[1]:
-                grad_key = grad_scores.transpose(-1, -2) @ (query * ctx.scale)
-        return grad_query, grad_key, grad_value, None, None, None
+
+# The fusion's attention implementations by name, chosen by ``config._attn_implementation`` as transformers' own
+# models choose theirs; code outside the model may register another (same signature) and select it for a while.
+FUSION_ATTENTION_FUNCTIONS = {"eager": eager_attention, "sdpa": sdpa_attention}
+
+
+@contextlib.contextmanager
+def attention_implementation(config, name: str | None):
+    """Select the attention implementation of ``config`` (not of its sub-configs) for the duration of the block;
+    ``None`` leaves it as it is."""
+    previous = config._attn_implementation
+    if name is not None:
+        config._attn_implementation = {"": name}
+    try:
+        yield
+    finally:
+        config._attn_implementation = {"": previous}
 
 
 class AttentionProbs(nn.Identity):
-    """A named point the attention probabilities pass through, so forward hooks can read (and grad hooks can reach)
-    them without editing model code. Only used on the eager path."""
+    """A named point the attention probabilities pass through when the implementation materialises them, so forward
+    hooks can read them without editing model code."""
 
 
 class VLESelfAttention(nn.Module):
     def __init__(self, config: VLEConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
@@ -139,27 +131,20 @@ class VLESelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
         self.probs = AttentionProbs()
-        # set by recorders that keep gradients: receives (gradient, probabilities) of this block's attention map
-        self.grad_tap = None
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor, eager: bool):
+    def forward(self, hidden: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor):
         """``context_mask`` is additive, (batch, 1, 1, key_len). Returns (batch, query_len, H) and the probabilities
-        (batch, heads, query_len, key_len) on the eager path, else None."""
+        (batch, heads, query_len, key_len) when the selected implementation materialises them, else None."""
         query, key, value = self._split(self.query(hidden)), self._split(self.key(context)), self._split(self.value(context))
+        attend = FUSION_ATTENTION_FUNCTIONS.get(self.config._attn_implementation, sdpa_attention)
         dropout = self.dropout_p if self.training else 0.0
-        if eager and self.grad_tap is not None and not dropout:
-            out, probs = _TappedAttention.apply(query, key, value, context_mask, self.head_dim ** -0.5, self.grad_tap)
+        out, probs = attend(self, query, key, value, context_mask, self.head_dim ** -0.5, dropout)
+        if probs is not None:
             probs = self.probs(probs)
-        elif eager:
-            probs = self.probs(attention_probabilities(query, key, context_mask, self.head_dim ** -0.5))
-            out = F.dropout(probs, dropout, self.training) @ value
-        else:
-            probs = None
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=context_mask, dropout_p=dropout)
         batch, _, length, _ = out.shape
         return out.transpose(1, 2).reshape(batch, length, -1), probs
 
@@ -183,8 +168,8 @@ class VLEAttention(nn.Module):
         self.self = VLESelfAttention(config)
         self.output = VLEResidualOutput(config, config.hidden_size)
 
-    def forward(self, hidden, context, context_mask, eager):
-        attended, probs = self.self(hidden, context, context_mask, eager)
+    def forward(self, hidden, context, context_mask):
+        attended, probs = self.self(hidden, context, context_mask)
         return self.output(attended, hidden), probs
 
 
@@ -208,12 +193,12 @@ class VLEFusionLayer(nn.Module):
         self.intermediate = VLEIntermediate(config)
         self.output = VLEResidualOutput(config, config.intermediate_size)
 
-    def forward(self, hidden, other, self_mask, other_mask, eager: bool, first_only: bool = False):
+    def forward(self, hidden, other, self_mask, other_mask, first_only: bool = False):
         """``first_only`` updates only the first (class) token, which still attends to every token of both streams:
         its output equals the first row of the full layer's at a fraction of the cost."""
         query = hidden[:, :1] if first_only else hidden
-        query, self_probs = self.attention(query, hidden, self_mask, eager)
-        query, cross_probs = self.crossattention(query, other, other_mask, eager)
+        query, self_probs = self.attention(query, hidden, self_mask)
+        query, cross_probs = self.crossattention(query, other, other_mask)
         return self.output(self.intermediate(query), query), self_probs, cross_probs
 
 
@@ -329,26 +314,14 @@ class VLEModel(VLEPreTrainedModel):
         self.cross_modal_image_layers = nn.ModuleList(VLEFusionLayer(config) for _ in range(config.num_hidden_layers))
         self.cross_modal_text_pooler = VLEPooler(config.hidden_size)
         self.cross_modal_image_pooler = VLEPooler(config.hidden_size)
-        self.eager_attention = False  # set by recorders: routes the fusion layers through AttentionProbs
         self.post_init()
 
     # -- towers ----------------------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _eager_towers(self, eager: bool):
-        """CLIP materialises attention probabilities only on its eager path; switch it for this call."""
-        clip_config = self.vision_model.vision_model.config
-        previous = clip_config._attn_implementation
-        if eager:
-            clip_config._attn_implementation = "eager"
-        try:
-            yield
-        finally:
-            clip_config._attn_implementation = previous
-
     def get_image_features(self, pixel_values: torch.Tensor, output_attentions: bool = False):
         """CLIP's last hidden state with its post-LayerNorm applied to every token: (batch, 1 + patches, Hv)."""
-        with self._eager_towers(output_attentions or self.eager_attention):
+        clip_config = self.vision_model.vision_model.config
+        with attention_implementation(clip_config, "eager" if output_attentions else None):  # CLIP maps need eager
             out = self.vision_model(pixel_values, output_attentions=output_attentions)
         features = self.vision_model.vision_model.post_layernorm(out.last_hidden_state)
         return (features, out.attentions) if output_attentions else features
@@ -450,7 +423,6 @@ class VLEModel(VLEPreTrainedModel):
             raise ValueError("pixel_values (or precomputed image_features) are required")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        eager = output_attentions or self.eager_attention
 
         vision_attentions = None
         if image_features is None:
@@ -490,15 +462,17 @@ class VLEModel(VLEPreTrainedModel):
         attentions = {name: [] for name in ("ts", "tc", "is", "ic")}
         x, y = text_embeds, image_embeds
         last = len(self.cross_modal_text_layers) - 1
-        for depth, (text_layer, image_layer) in enumerate(zip(self.cross_modal_text_layers,
-                                                              self.cross_modal_image_layers)):
-            # Both streams read the other's previous-layer states: the updates are simultaneous.
-            first_only = pooled_only and depth == last
-            x_next, text_self, text_cross = text_layer(x, y, text_additive, image_additive, eager, first_only)
-            y_next, image_self, image_cross = image_layer(y, x, image_additive, text_additive, eager, first_only)
-            x, y = x_next, y_next
-            for name, probs in zip(("ts", "tc", "is", "ic"), (text_self, text_cross, image_self, image_cross)):
-                attentions[name].append(probs)
+        fused = FUSION_ATTENTION_FUNCTIONS.get(self.config._attn_implementation, sdpa_attention) is sdpa_attention
+        with attention_implementation(self.config, "eager" if output_attentions and fused else None):
+            for depth, (text_layer, image_layer) in enumerate(zip(self.cross_modal_text_layers,
+                                                                  self.cross_modal_image_layers)):
+                # Both streams read the other's previous-layer states: the updates are simultaneous.
+                first_only = pooled_only and depth == last
+                x_next, text_self, text_cross = text_layer(x, y, text_additive, image_additive, first_only)
+                y_next, image_self, image_cross = image_layer(y, x, image_additive, text_additive, first_only)
+                x, y = x_next, y_next
+                for name, probs in zip(("ts", "tc", "is", "ic"), (text_self, text_cross, image_self, image_cross)):
+                    attentions[name].append(probs)
 
         pooled = torch.cat([self.cross_modal_text_pooler(x), self.cross_modal_image_pooler(y)], dim=-1)
         if pooled_only:

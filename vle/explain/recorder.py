@@ -19,9 +19,10 @@ entry appears. Gradients (``grads=True``) land in ``recorder.grads`` under the s
 
 Without gradients, the CLIP and fusion maps are recorded as their factors (the projected queries and keys and the
 additive mask) and computed on first read, so the model keeps its fused attention kernel and a forward that records
-every map costs little more than a plain one. With ``grads=True`` (or ``detach=False``) the model runs its eager path
-and the maps are the tensors of the forward itself; with ``grads=True`` a fusion block hands the gradient of its map to
-the recorder inside its backward (``grad_tap``), which keeps it whole or, with ``grad_reduce``, reduced.
+every map costs little more than a plain one. With ``grads`` the recorder selects, for the duration of its block, an
+attention implementation of its own for the fusion (``recorded_attention``, registered with the model's attention
+functions) and CLIP's eager path: the maps are the tensors of the forward itself, and a fusion block hands the
+gradient of its map to the recorder inside its backward, which keeps it whole or, with ``grad_reduce``, reduced.
 
 Example:
     >>> import torch
@@ -35,14 +36,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import weakref
 from collections.abc import MutableMapping
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from ..modeling_vle import attention_probabilities
+from ..modeling_vle import (FUSION_ATTENTION_FUNCTIONS, _attention_scores, attention_implementation,
+                            attention_probabilities, eager_attention)
 
 ATTENTION_KINDS = ("vision", "text", "fusion")
 
@@ -117,8 +121,61 @@ class RecordedTensors(MutableMapping):
         return name in self._items
 
 
+class _TappedAttention(torch.autograd.Function):
+    """softmax(scale · query @ keyᵀ + mask) @ value, whose backward hands the gradient of the probabilities to ``tap``.
+
+    The probabilities leave as a non-differentiable output, and their gradient reaches ``tap(grad, probs)`` (which must
+    copy what it keeps: the buffer is reused) inside the backward. Softmax and its backward work in place, so a layer
+    allocates two (len × len) maps instead of four: at 1297 image tokens allocating those maps, not computing them, is
+    most of the time of a backward through the fusion.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, mask, scale: float, tap):
+        probs = _attention_scores(query, key, mask, scale, in_place=True)
+        torch.softmax(probs, dim=-1, out=probs)
+        ctx.save_for_backward(query, key, value, probs)
+        ctx.scale, ctx.tap = scale, tap
+        ctx.mark_non_differentiable(probs)
+        return probs @ value, probs
+
+    @staticmethod
+    def backward(ctx, grad_out, _):
+        query, key, value, probs = ctx.saved_tensors
+        grad_probs = grad_out @ value.transpose(-1, -2)
+        ctx.tap(grad_probs, probs)
+        grad_query = grad_key = grad_value = None
+        if ctx.needs_input_grad[2]:
+            grad_value = probs.transpose(-1, -2) @ grad_out
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            # softmax backward in place: dS = A ⊙ dA - A ⊙ rowsum(A ⊙ dA)
+            grad_scores = grad_probs.mul_(probs)
+            grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
+            if ctx.needs_input_grad[0]:
+                grad_query = (grad_scores @ key).mul_(ctx.scale)
+            if ctx.needs_input_grad[1]:
+                grad_key = grad_scores.transpose(-1, -2) @ (query * ctx.scale)
+        return grad_query, grad_key, grad_value, None, None, None
+
+
+_TAPS: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()  # attention block → tap
+
+
+def recorded_attention(module, query, key, value, mask, scale: float, dropout: float):
+    """The fusion attention inside a recorder that keeps gradients: blocks it taps run ``_TappedAttention``, the
+    others the model's eager attention."""
+    tap = _TAPS.get(module)
+    if tap is None or dropout:
+        return eager_attention(module, query, key, value, mask, scale, dropout)
+    return _TappedAttention.apply(query, key, value, mask, scale, tap)
+
+
+RECORDED_ATTENTION = "vle_recorded"
+FUSION_ATTENTION_FUNCTIONS[RECORDED_ATTENTION] = recorded_attention
+
+
 def _ignore_gradient(grad, probs) -> None:
-    """The grad_tap of a fusion block whose map's gradient the recorder does not keep."""
+    """The tap of a fusion block whose map's gradient the recorder does not keep (its softmax still runs in place)."""
 
 
 def _force_attention_output(module, args, kwargs):
@@ -134,35 +191,32 @@ class Recorder:
     """Context manager: hooks a VLE model, captures tensors under stable dotted names, always removes its hooks.
 
     ``attentions``: which attention families to capture (``vision``, ``text``, ``fusion``). ``hidden``: also the
-    fusion layer outputs. ``grads``: keep the gradient of every captured tensor (run the forward with gradients on and
-    call ``backward``). ``only``: glob patterns of names to keep (e.g. ``"fusion.*"``), to save memory.
-    ``grad_reduce(grad, probs)``: what to keep of each fusion map's gradient (default: all of it), computed inside the
-    backward while the full-size gradient exists, e.g. a head average that is a twelfth of its size. ``grads_of``: glob
-    patterns of the names whose gradients to keep (default: every recorded name); the others are recorded without.
-    Without gradients the attention maps are computed when read (see the module doc); with ``grads=True`` the fusion
-    layers and CLIP use their eager attention path inside the block: CLIP's maps are in the autograd graph, and the
-    fusion blocks hand their maps' gradients to the recorder from inside their backward.
+    fusion layer outputs. ``only``: glob patterns of names to keep (e.g. ``"fusion.*"``), to save memory. ``grads``:
+    keep gradients (run the forward with gradients on and call ``backward``): True for every recorded name, or glob
+    patterns of the names whose gradients to keep. ``grad_reduce(grad, probs)``: what to keep of each fusion map's
+    gradient (default: all of it), computed inside the backward while the full-size gradient exists, e.g. a head
+    average that is a twelfth of its size. Without gradients the attention maps are computed when read (see the
+    module doc).
     """
 
     def __init__(self, model: nn.Module, attentions: Iterable[str] = ATTENTION_KINDS, hidden: bool = False,
-                 grads: bool = False, only: Iterable[str] | None = None, detach: bool = True, grad_reduce=None,
-                 grads_of: Iterable[str] | None = None):
+                 only: Iterable[str] | None = None, grads: bool | Iterable[str] = False, grad_reduce=None):
         unknown = set(attentions) - set(ATTENTION_KINDS)
         if unknown:
             raise ValueError(f"unknown attention families {sorted(unknown)}; choose from {', '.join(ATTENTION_KINDS)}")
-        self.model, self.attentions, self.hidden, self.keep_grads = model, tuple(attentions), hidden, grads
+        self.model, self.attentions, self.hidden = model, tuple(attentions), hidden
         self.only = tuple(only) if only is not None else None
-        self.grads_of = tuple(grads_of) if grads_of is not None else None
-        self.detach = detach and not grads
-        self.lazy = self.detach  # factors now, maps on read; a map in the autograd graph needs the eager path
+        self.keep_grads = bool(grads)
+        self.grads_of = None if isinstance(grads, bool) else tuple(grads)
+        self.lazy = not self.keep_grads  # factors now, maps on read; a map in the autograd graph needs the eager path
         self.tensors = RecordedTensors()
         self.grads: dict[str, torch.Tensor] = {}
         self.grad_reduce = grad_reduce or (lambda grad, probs: grad.clone())
         self._handles: list = []
-        self._tapped: list = []  # fusion blocks whose grad_tap this recorder set
+        self._tapped: list = []  # fusion blocks this recorder taps
         self._tap_names: list[str] = []
         self._fusion_inputs: list[torch.Tensor] = []  # where a backward must reach for every fusion map's gradient
-        self._previous_eager = None
+        self._implementations = contextlib.ExitStack()
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -201,7 +255,7 @@ class Recorder:
     def _store(self, name: str, tensor: torch.Tensor | None) -> None:
         if tensor is None:
             return
-        self.tensors[name] = tensor.detach() if self.detach else tensor
+        self.tensors[name] = tensor if self.keep_grads else tensor.detach()
         if self._grad_wanted(name) and tensor.requires_grad:
             # hooks that live in the autograd graph hold the gradient dict, never the recorder: the recorder holds
             # the graph (its recorded tensors), and a cycle through the graph is one Python's collector cannot see,
@@ -253,7 +307,7 @@ class Recorder:
 
             def tap(grad, probs, name=name):
                 grads[name] = reduce(grad, probs).detach()
-            block.grad_tap = tap if wanted else _ignore_gradient
+            _TAPS[block] = tap if wanted else _ignore_gradient
             self._tapped.append(block)
             if wanted:
                 self._tap_names.append(name)
@@ -283,9 +337,11 @@ class Recorder:
 
     def __enter__(self) -> "Recorder":
         vle = base_model(self.model)
-        self._previous_eager = vle.eager_attention
         try:
-            vle.eager_attention = not self.lazy
+            if not self.lazy:  # maps in the autograd graph: the fusion's recorded attention and CLIP's eager path
+                self._implementations.enter_context(attention_implementation(vle.config, RECORDED_ATTENTION))
+                self._implementations.enter_context(
+                    attention_implementation(vle.vision_model.vision_model.config, "eager"))
             for name, module, kind in _named_points(self.model, self.attentions, self.hidden, self.lazy):
                 if not self._wanted(name):
                     continue
@@ -309,10 +365,9 @@ class Recorder:
             handle.remove()
         self._handles.clear()
         for block in self._tapped:
-            block.grad_tap = None
+            _TAPS.pop(block, None)
         self._tapped.clear()
-        if self._previous_eager is not None:
-            base_model(self.model).eager_attention = self._previous_eager
+        self._implementations.close()
 
     def __exit__(self, *exc) -> bool:
         self._release()

@@ -27,8 +27,8 @@ def fusion_maps(model, inputs, target, grads: bool, hidden: bool = False, grad_r
     ``grads=True``); ``recorded`` maps every recorded name to (tensor, gradient or None).
     """
     grads_of = [FAMILIES[f].format("*") for f in grad_families] + ["fusion.*.hidden"]
-    with torch.set_grad_enabled(grads), Recorder(model, attentions=("fusion",), hidden=hidden, grads=grads,
-                                                 grad_reduce=grad_reduce, grads_of=grads_of) as rec:
+    with torch.set_grad_enabled(grads), Recorder(model, attentions=("fusion",), hidden=hidden,
+                                                 grads=grads_of if grads else False, grad_reduce=grad_reduce) as rec:
         output = forward(model, inputs, target)
     if grads:
         rec.backward(target.score(output.logits).sum())
