@@ -162,7 +162,7 @@ def test_pointer_losses_read_the_named_objects_in_their_order(processor):
 def test_a_joint_stage_trains_every_head_on_one_encoder(tmp_path, processor, pool):
     config = shapes_config(len(processor.tokenizer), hidden=32, layers=RECIPES["smoke"].layers)
     stage = Stage("joint", 7, 1e-3, 4, schedule=tuple(OBJECTIVES), patch_weight=1.0, pointer_weight=1.0)
-    assert stage.tasks == ("pretrained", "vqa", "vcr-q2a", "vcr-qa2r")
+    assert stage.tasks == ("pretraining", "vqa", "vcr_q2a", "vcr_qa2r")
     folders = train_stage(stage, config, pool, processor, str(tmp_path))
     assert folders == {task: str(tmp_path / "joint" / task) for task in stage.tasks}
     encoders = [cls.from_pretrained(folders[task]).vle.state_dict() for task, cls in TASK_MODELS.items()]
@@ -172,7 +172,7 @@ def test_a_joint_stage_trains_every_head_on_one_encoder(tmp_path, processor, poo
     with pytest.raises(ValueError, match="'caption'"):
         Stage("joint", 1, 1e-3, 2, schedule=("vqa", "caption"))
     with pytest.raises(ValueError, match="VCR families \\['nearest'\\]"):
-        Stage("vcr", 1, 1e-3, 2, schedule=("vcr-q2a",), vcr_families=("nearer", "nearest"))
+        Stage("vcr", 1, 1e-3, 2, schedule=("vcr_q2a",), vcr_families=("nearer", "nearest"))
     with pytest.raises(ValueError, match="VQA families"):
         Stage("vqa", 1, 1e-3, 2, families=("colour",))
 
@@ -187,7 +187,7 @@ def test_texts_sharing_a_scene_run_the_image_tower_once(processor, pool, monkeyp
     torch.manual_seed(0)
     models, aux, _, _ = stage_modules(shared, config, processor, "")
     tower_batches = []
-    models["pretrained"].vle.vision_model.register_forward_hook(
+    models["pretraining"].vle.vision_model.register_forward_hook(
         lambda module, args, out: tower_batches.append(len(args[0])))
     real_batch = training._batch
     for objective in shared.schedule:
@@ -322,7 +322,7 @@ def test_data_parallel_training_applies_the_mean_of_the_processes_gradients(tmp_
 def test_data_parallel_training_refuses_batches_that_do_not_split(tmp_path):
     from vle.shapes.train import Recipe, default_processes, share_of_batch
 
-    vcr = Stage("vcr", 1, 1e-3, 8, schedule=("vcr-q2a",))
+    vcr = Stage("vcr", 1, 1e-3, 8, schedule=("vcr_q2a",))
     assert share_of_batch(vcr, 2).batch_size == 4
     with pytest.raises(ValueError, match="batch_size 8 does not split over 4 processes .*VCR items"):
         share_of_batch(vcr, 4)
@@ -343,8 +343,8 @@ def test_smoke_recipe_writes_hfl_layout_checkpoints(tmp_path):
     timings = train(str(tmp_path), recipe="smoke")
     assert set(timings) >= {"joint", "vqa", "vcr", "total"}
     models = run_models(str(tmp_path))
-    assert models == {"pretrained": str(tmp_path / "joint" / "pretrained"), "vqa": str(tmp_path / "vqa" / "vqa"),
-                      "vcr-q2a": str(tmp_path / "vcr" / "vcr-q2a"), "vcr-qa2r": str(tmp_path / "joint" / "vcr-qa2r")}
+    assert models == {"pretraining": str(tmp_path / "joint" / "pretraining"), "vqa": str(tmp_path / "vqa" / "vqa"),
+                      "vcr_q2a": str(tmp_path / "vcr" / "vcr_q2a"), "vcr_qa2r": str(tmp_path / "joint" / "vcr_qa2r")}
     for folder in models.values():
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in Path(folder).iterdir()}
     assert VLEForVQA.from_pretrained(models["vqa"]).config.id2label == dict(enumerate(ANSWERS))
@@ -512,7 +512,7 @@ def test_tag_losses_read_the_real_attention_and_the_nearer_geometry(processor):
     assert nearer_offsets(pool.scenes[0], annotation, annotation["answer_choices"][0]) is None
 
     # trained with tag_weight, the binding loss falls
-    stage = Stage("vcr", 12, 3e-3, 16, schedule=("vcr-q2a",), tag_weight=1.0, vcr_families=("nearer",))
+    stage = Stage("vcr", 12, 3e-3, 16, schedule=("vcr_q2a",), tag_weight=1.0, vcr_families=("nearer",))
     models, aux, trained, optimizer = stage_modules(stage, config, processor, "unused")
     losses = [train_step(stage, models, aux, trained, optimizer, pool, processor, 0, step)["tags"].item()
               for step in range(stage.steps)]

@@ -10,8 +10,9 @@ _EXPORTS = {
     "VLEConfig": "configuration_vle",
     "MissingHeadError": "loading", "extend_position_embedding": "loading",
     **{name: "modeling_vle" for name in (
-        "HEAD_CLASSES", "VLEForITM", "VLEForMLM", "VLEForMPC", "VLEForPBC", "VLEForPretraining", "VLEForVCRQ2A",
-        "VLEForVCRQA2R", "VLEForVQA", "VLEHeadOutput", "VLEModel", "VLEModelOutput")},
+        "HEADS", "register_head", "VLEForITM", "VLEForMLM", "VLEForMPC", "VLEForPBC", "VLEForPretraining", "VLEForVCRQ2A",
+        "VLEForVCRQA2R", "VLEForVQA", "VLEHeadModel", "VLEHeadOutput", "VLEModel", "VLEModelOutput",
+        "VLEPreTrainedModel")},
 }
 
 __all__ = sorted(_EXPORTS)

@@ -30,6 +30,7 @@ DEFAULT_MODELS = {
     "vqa": "vle-tiny-shapes-vqa", "itm": "vle-tiny-shapes", "pbc": "vle-tiny-shapes", "classify": "vle-tiny-shapes",
     "vcr_q2a": "vle-tiny-shapes-vcr-q2a", "vcr_qa2r": "vle-tiny-shapes-vcr-qa2r",
 }
+VCR_TASKS = ("q2a", "qa2r")  # vle.vcr.TASKS, without importing torch to parse the command line
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -275,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     vcr.add_argument("annotation")
     vcr.add_argument("--image", required=True)
     vcr.add_argument("--metadata", required=True)
-    vcr.add_argument("--task", choices=("q2a", "qa2r"), default="q2a")
+    vcr.add_argument("--task", choices=VCR_TASKS, default=VCR_TASKS[0])
     classify = add("classify", cmd_classify, "zero-shot classification by image-text matching")
     classify.add_argument("image")
     classify.add_argument("labels", nargs="+")

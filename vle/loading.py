@@ -90,24 +90,23 @@ def _weight_file(path: str, hub_kwargs: dict) -> str | None:
     return None
 
 
-def checkpoint_shape(path: str, key_suffix: str, hub_kwargs: dict | None = None) -> tuple[int, ...] | None:
-    """The shape of the tensor whose key ends with ``key_suffix``, read lazily (safetensors header or mmap)."""
+def checkpoint_keys(path: str, hub_kwargs: dict | None = None) -> dict[str, tuple[int, ...]]:
+    """Every tensor's key and shape in a checkpoint, read lazily (safetensors header or mmap); {} without weights."""
     weight_file = _weight_file(path, hub_kwargs or {})
     if weight_file is None:
-        return None
+        return {}
     if weight_file.endswith(".safetensors"):
         from safetensors import safe_open
 
         with safe_open(weight_file, framework="pt") as handle:
-            for key in handle.keys():
-                if key.endswith(key_suffix):
-                    return tuple(handle.get_slice(key).get_shape())
-        return None
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
     state = torch.load(weight_file, map_location="cpu", mmap=True, weights_only=True)
-    for key, tensor in state.items():
-        if key.endswith(key_suffix):
-            return tuple(tensor.shape)
-    return None
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}
+
+
+def checkpoint_shape(path: str, key_suffix: str, hub_kwargs: dict | None = None) -> tuple[int, ...] | None:
+    """The shape of the tensor whose key ends with ``key_suffix``, or None."""
+    return next((shape for key, shape in checkpoint_keys(path, hub_kwargs).items() if key.endswith(key_suffix)), None)
 
 
 def align_config_with_checkpoint(config, path: str, hub_kwargs: dict) -> None:
@@ -124,9 +123,10 @@ def align_config_with_checkpoint(config, path: str, hub_kwargs: dict) -> None:
         config.vision_config.image_size = image_size
 
 
-def check_loading_info(model, info: dict, path: str, init_new_head: bool) -> None:
+def check_loading_info(model, info: dict, path: str, init_new_head: bool, known_prefixes=()) -> None:
     """No silent drops: missing encoder weights are an error, a missing head is an error naming it (unless a new
-    head is wanted), extra keys are reported."""
+    head is wanted), extra keys are reported. ``known_prefixes``: every registered head's parameter prefixes."""
+    known_prefixes = set(known_prefixes)
     missing = sorted(info.get("missing_keys") or ())
     mismatched = info.get("mismatched_keys") or ()
     if mismatched:
@@ -138,7 +138,7 @@ def check_loading_info(model, info: dict, path: str, init_new_head: bool) -> Non
         raise ValueError(f"{path}: the checkpoint lacks {len(missing_encoder)} encoder weights, e.g. "
                          f"{missing_encoder[:5]}; is it a VLE checkpoint?")
     if missing_head and not init_new_head:
-        present = _heads_in(path)
+        present = heads_in(path, known_prefixes)
         raise MissingHeadError(
             f"{path} has no weights for the {type(model).__name__} head ({', '.join(p + '.*' for p in head_prefixes)}); "
             f"it holds heads: {', '.join(present) or 'none'}. Load a class for one of those, or pass "
@@ -146,25 +146,16 @@ def check_loading_info(model, info: dict, path: str, init_new_head: bool) -> Non
     if missing_head:
         logger.warning(f"{path}: new {type(model).__name__} head initialised: {missing_head}")
     unexpected = sorted(info.get("unexpected_keys") or ())
-    other_heads = sorted({k.split(".")[0] for k in unexpected if k.split(".")[0] in _known_head_prefixes()})
+    other_heads = sorted({k.split(".")[0] for k in unexpected if k.split(".")[0] in known_prefixes})
     if other_heads:
         logger.info(f"{path}: heads not used by {type(model).__name__}: {', '.join(other_heads)}")
-    unexpected = [k for k in unexpected if k.split(".")[0] not in _known_head_prefixes()]
+    unexpected = [k for k in unexpected if k.split(".")[0] not in known_prefixes]
     if unexpected:
         logger.warning(f"{path}: {len(unexpected)} checkpoint keys unused by {type(model).__name__}: "
                        f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
 
 
-def _known_head_prefixes() -> set[str]:
-    from .modeling_vle import HEAD_CLASSES
-
-    return {p for cls in HEAD_CLASSES.values() for p in cls.head_prefixes}
-
-
-def _heads_in(path: str) -> list[str]:
-    return sorted(p for p in _known_head_prefixes() if checkpoint_shape(path, _first_key(p)) is not None)
-
-
-def _first_key(prefix: str) -> str:
-    return {"itm_score": "itm_score.fc.weight", "mlm_score": "mlm_score.0.weight"}.get(prefix, f"{prefix}.0.weight")
-
+def heads_in(path: str, known_prefixes) -> list[str]:
+    """The head prefixes among ``known_prefixes`` that a checkpoint holds weights for."""
+    keys = checkpoint_keys(path)
+    return sorted(p for p in known_prefixes if any(key.startswith(p + ".") for key in keys))

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -246,13 +247,14 @@ class VLEPreTrainedModel(PreTrainedModel):
     base_model_prefix = "vle"
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
-    # old persistent buffers, and the other task heads a multi-head checkpoint holds (reported at info level)
-    _keys_to_ignore_on_load_unexpected = [
-        r"position_ids$", r"^(itm_score|pbc_classifier|mlm_score|mpc_classifier|vqa_classifier|vcr_q2a_logit|vcr_qa2r_logit)\.",
-    ]
+    # old persistent buffers, and (added by register_head) the other task heads a multi-head checkpoint holds
+    _keys_to_ignore_on_load_unexpected = [r"position_ids$"]
     _supports_sdpa = True
-    # The head (or heads) this class adds on top of VLEModel, by parameter prefix; used to name missing heads.
+    # Declared by each head class (see register_head): its task name, the parameter prefixes of the head (or heads)
+    # it adds on top of VLEModel, and the explanation target families it answers for ("vqa", "itm", "pbc", "vcr").
+    task: str = ""
     head_prefixes: tuple[str, ...] = ()
+    explains: tuple[str, ...] = ()
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (CLIPVisionModel,)) or module.__class__.__module__.startswith("transformers.models"):
@@ -289,7 +291,8 @@ class VLEPreTrainedModel(PreTrainedModel):
             align_config_with_checkpoint(config, path, hub_kwargs)
             model, info = super().from_pretrained(path, *model_args, config=config, output_loading_info=True,
                                                   **kwargs)
-        check_loading_info(model, info, path, init_new_head)
+        known = {prefix for head in HEADS.values() for prefix in head.head_prefixes}
+        check_loading_info(model, info, path, init_new_head, known)
         if image_size is not None:
             model.base_vle.resize_image(image_size)
         return (model, info) if output_loading_info else model
@@ -492,16 +495,39 @@ class VLEModel(VLEPreTrainedModel):
 # Heads
 
 
+HEADS: dict[str, type] = {}  # task name → head class, filled by register_head
+
+
+def register_head(cls):
+    """Declare a head class: its ``task`` name (the one spelling the pipelines, the command line, the explanation
+    targets and training use), its ``head_prefixes`` (how the loader finds it in a checkpoint, and ignores it when
+    another head is loaded) and the target families it ``explains``. The one registration a new head needs."""
+    if not cls.task or not cls.head_prefixes:
+        raise ValueError(f"{cls.__name__} needs a task name and head_prefixes to be registered")
+    HEADS[cls.task] = cls
+    ignored = VLEPreTrainedModel._keys_to_ignore_on_load_unexpected
+    for prefix in cls.head_prefixes:
+        pattern = rf"^{re.escape(prefix)}\."
+        if pattern not in ignored:
+            ignored.append(pattern)
+    return cls
+
+
 _BASE_INPUTS = ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "patch_ids", "extend_token_type_ids",
                 "position_ids", "image_features", "output_attentions", "pooled_only")
 
 
-class _VLEHeadModel(VLEPreTrainedModel):
+class VLEHeadModel(VLEPreTrainedModel):
+    """The base of every task head: the encoder under ``vle`` (the checkpoints' layout) and ``_encode(kwargs)``, which
+    runs it on the base inputs. A new head subclasses it, builds its layers under its ``head_prefixes``, sets
+    ``task`` and ``explains``, and is declared with ``register_head``."""
+
     def __init__(self, config: VLEConfig):
         super().__init__(config)
         self.vle = VLEModel(config)
 
     def _encode(self, kwargs) -> VLEModelOutput:
+        """The encoder's output for the base inputs in ``kwargs`` (an unknown input is an error, not ignored)."""
         unknown = set(kwargs) - set(_BASE_INPUTS) - {"return_dict"}
         if unknown:
             raise TypeError(f"{type(self).__name__} got unexpected inputs: {sorted(unknown)}")
@@ -513,15 +539,20 @@ class _VLEHeadModel(VLEPreTrainedModel):
         needs nothing but its logits or loss can pass ``pooled_only=True``. VQA and VCR heads do."""
         return True
 
+    def head_kwargs(self, family: str) -> dict:
+        """The forward arguments that select the head answering for ``family`` (a multi-head model takes ``task``)."""
+        return {}
 
-class VLEForVQA(_VLEHeadModel):
+
+@register_head
+class VLEForVQA(VLEHeadModel):
     """Answer classifier over the pooled pair; ``config.id2label`` names the answers.
 
     Loss (with ``vqa_labels`` [batch][k] answer ids and ``vqa_scores`` [batch][k] soft scores): mean binary
     cross-entropy over all answers, times the number of answers, as in the original training.
     """
 
-    head_prefixes = ("vqa_classifier",)
+    task, head_prefixes, explains = "vqa", ("vqa_classifier",), ("vqa",)
 
     def __init__(self, config: VLEConfig):
         super().__init__(config)
@@ -594,12 +625,11 @@ def mask_patches(pixel_values: torch.Tensor, patch_ids, patch_size: int) -> torc
     return masked
 
 
-class _PretrainingHeads(_VLEHeadModel):
+class _PretrainingHeads(VLEHeadModel):
     """The four pretraining heads (ITM, PBC, MLM, MPC): how each is built and computed. Each public class builds the
     heads it names in ``heads``; ``VLEForPretraining`` builds all four on one shared encoder."""
 
     heads: tuple[str, ...] = ()
-    _prefix_of = {"itm": "itm_score", "pbc": "pbc_classifier", "mlm": "mlm_score", "mpc": "mpc_classifier"}
     _tied_mlm = {
         "mlm_score.1.predictions.decoder.weight": "vle.text_model.embeddings.word_embeddings.weight",
         "mlm_score.1.predictions.decoder.bias": "mlm_score.1.predictions.bias",
@@ -682,42 +712,46 @@ class _PretrainingHeads(_VLEHeadModel):
         return VLEHeadOutput(loss=loss, logits=logits, vle_output=out)
 
 
+@register_head
 class VLEForITM(_PretrainingHeads):
     """Image-text matching: logits (batch, 2), class 1 = match."""
 
-    heads, head_prefixes = ("itm",), ("itm_score",)
+    task, heads, head_prefixes, explains = "itm", ("itm",), ("itm_score",), ("itm",)
 
     def forward(self, itm_labels=None, **kwargs) -> VLEHeadOutput:
         return self._itm(kwargs, itm_labels)
 
 
+@register_head
 class VLEForPBC(_PretrainingHeads):
     """Patch-box classification: logits (batch, patches [+ boxes], 2), class 1 = the patch belongs to what the text
     describes. ``pbc_labels`` (batch, patches) with -100 for patches to ignore."""
 
-    heads, head_prefixes = ("pbc",), ("pbc_classifier",)
+    task, heads, head_prefixes, explains = "pbc", ("pbc",), ("pbc_classifier",), ("pbc",)
 
     def forward(self, pbc_labels=None, **kwargs) -> VLEHeadOutput:
         return self._pbc(kwargs, pbc_labels)
 
 
+@register_head
 class VLEForMLM(_PretrainingHeads):
     """Masked language modelling over the fused text stream: logits (batch, text_len, vocab)."""
 
-    heads, head_prefixes = ("mlm",), ("mlm_score",)
+    task, heads, head_prefixes = "mlm", ("mlm",), ("mlm_score",)
     _tied_weights_keys = _PretrainingHeads._tied_mlm
 
     def forward(self, mlm_labels=None, **kwargs) -> VLEHeadOutput:
         return self._mlm(kwargs, mlm_labels)
 
 
+@register_head
 class VLEForMPC(_PretrainingHeads):
     """Masked patch-box classification (the paper's fourth objective): the pixels of each box in ``patch_ids``
     ([batch][box][patch index]) are blanked, and the class of the hidden object is predicted from the mean of the
     fused image states over the box's patches. Logits (batch, max boxes, classes); ``mpc_labels`` (batch, max boxes)
     with -100 for padding. ``config.mpc_labels`` names the classes."""
 
-    heads, head_prefixes = ("mpc",), ("mpc_classifier",)
+    task, heads, head_prefixes = "mpc", ("mpc",), ("mpc_classifier",)
 
     def mask_patches(self, pixel_values: torch.Tensor, patch_ids) -> torch.Tensor:
         return mask_patches(pixel_values, patch_ids, self.config.patch_size)
@@ -726,14 +760,18 @@ class VLEForMPC(_PretrainingHeads):
         return self._mpc(kwargs, mpc_labels, patch_ids)
 
 
+@register_head
 class VLEForPretraining(_PretrainingHeads):
     """All four pretraining heads on one encoder, as the pretrained checkpoints hold them. ``forward(task=...)`` runs
     one objective: ``itm`` (``labels`` (batch,)), ``pbc`` ((batch, patches)), ``mlm`` ((batch, text_len)) or ``mpc``
     (``patch_ids`` of the boxes to mask, ``labels`` (batch, boxes))."""
 
-    heads = ("itm", "pbc", "mlm", "mpc")
+    task, heads, explains = "pretraining", ("itm", "pbc", "mlm", "mpc"), ("itm", "pbc")
     head_prefixes = ("itm_score", "pbc_classifier", "mlm_score", "mpc_classifier")
     _tied_weights_keys = _PretrainingHeads._tied_mlm
+
+    def head_kwargs(self, family: str) -> dict:
+        return {"task": family}
 
     def forward(self, task: str = "itm", labels=None, patch_ids=None, **kwargs) -> VLEHeadOutput:
         if task == "mpc":
@@ -745,12 +783,13 @@ class VLEForPretraining(_PretrainingHeads):
         return getattr(self, f"_{task}")(kwargs, labels)
 
 
-class _VLEForVCR(_VLEHeadModel):
+class _VLEForVCR(VLEHeadModel):
     """Multiple choice over C candidate texts per image: ``input_ids`` (batch, choices, text_len), ``pixel_values``
     (batch, 3, H, W), ``patch_ids`` [batch][choice][box][patch], ``extend_token_type_ids`` [batch][choice] of
     (image-added types, text types). The image tower runs once per image; logits (batch, choices)."""
 
     head_name = ""
+    explains = ("vcr",)
 
     def __init__(self, config: VLEConfig):
         super().__init__(config)
@@ -782,23 +821,19 @@ class _VLEForVCR(_VLEHeadModel):
         return VLEHeadOutput(loss=loss, logits=logits, vle_output=out)
 
 
+@register_head
 class VLEForVCRQ2A(_VLEForVCR):
     """VCR question → answer: picks one of the answer choices."""
 
-    head_name = "vcr_q2a_logit"
-    head_prefixes = ("vcr_q2a_logit",)
+    task, head_name, head_prefixes = "vcr_q2a", "vcr_q2a_logit", ("vcr_q2a_logit",)
 
 
+@register_head
 class VLEForVCRQA2R(_VLEForVCR):
     """VCR question + answer → rationale: picks one of the rationale choices."""
 
-    head_name = "vcr_qa2r_logit"
-    head_prefixes = ("vcr_qa2r_logit",)
+    task, head_name, head_prefixes = "vcr_qa2r", "vcr_qa2r_logit", ("vcr_qa2r_logit",)
 
 
-HEAD_CLASSES = {
-    "pretraining": VLEForPretraining, "vqa": VLEForVQA, "itm": VLEForITM, "pbc": VLEForPBC, "mlm": VLEForMLM, "mpc": VLEForMPC,
-    "vcr_q2a": VLEForVCRQ2A, "vcr_qa2r": VLEForVCRQA2R,
-}
 
 AutoModel.register(VLEConfig, VLEModel, exist_ok=True)

@@ -21,6 +21,7 @@ from transformers import Pipeline
 
 from .errors import InputError, check_choice, check_int, check_no_extra, check_text, check_texts
 from .image_utils import crop_geometry, load_image
+from .modeling_vle import HEADS
 
 
 class _VLEPipeline(Pipeline):
@@ -250,28 +251,32 @@ def check_template(template) -> str:
     return template
 
 
-PIPELINES = {
-    "vqa": ("VLEForVQA", VLEForVQAPipeline, {}),
-    "itm": ("VLEForITM", VLEForITMPipeline, {}),
-    "pbc": ("VLEForPBC", VLEForPBCPipeline, {}),
-    "vcr_q2a": ("VLEForVCRQ2A", VLEForVCRPipeline, {"task": "q2a"}),
-    "vcr_qa2r": ("VLEForVCRQA2R", VLEForVCRPipeline, {"task": "qa2r"}),
-    "classify": ("VLEForITM", VLEZeroShotPipeline, {}),
-}
+# The pipeline of each explanation target family; a head gets the pipeline of the family it explains.
+FAMILY_PIPELINES = {"vqa": VLEForVQAPipeline, "itm": VLEForITMPipeline, "pbc": VLEForPBCPipeline,
+                    "vcr": VLEForVCRPipeline}
+EXTRA_PIPELINES = {"classify": ("itm", VLEZeroShotPipeline)}  # task → (the head it runs on, pipeline)
+
+
+def pipeline_tasks() -> dict[str, tuple[str, type]]:
+    """Every pipeline task → (head task, pipeline class): one per registered head that explains one family, plus
+    ``classify`` (zero-shot labels on the ITM head)."""
+    tasks = {task: (task, FAMILY_PIPELINES[cls.explains[0]]) for task, cls in HEADS.items()
+             if len(cls.explains) == 1 and cls.explains[0] in FAMILY_PIPELINES}
+    return {**tasks, **EXTRA_PIPELINES}
 
 
 def pipeline(task: str, model, processor=None, device=None, **kwargs) -> _VLEPipeline:
-    """Build a VLE pipeline: ``task`` in vqa, itm, pbc, vcr_q2a, vcr_qa2r, classify; ``model`` a name, folder, hub id
-    or a loaded model; ``processor`` defaults to the one saved with the model."""
-    import vle
-
+    """Build a VLE pipeline: ``task`` in vqa, itm, pbc, vcr_q2a, vcr_qa2r, classify (and any registered head);
+    ``model`` a name, folder, hub id or a loaded model; ``processor`` defaults to the one saved with the model."""
     from .hub import resolve_model_path
     from .processing_vle import VLEProcessor
 
-    if task not in PIPELINES:
-        raise InputError(f"unknown task {task!r}; choose one of {', '.join(PIPELINES)}")
-    class_name, pipeline_class, defaults = PIPELINES[task]
-    model_class = getattr(vle, class_name)
+    tasks = pipeline_tasks()
+    if task not in tasks:
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(tasks)}")
+    head_task, pipeline_class = tasks[task]
+    model_class = HEADS[head_task]
+    class_name = model_class.__name__
     if isinstance(model, (str, os.PathLike)):
         path = resolve_model_path(model)
         model = model_class.from_pretrained(path)
@@ -285,6 +290,7 @@ def pipeline(task: str, model, processor=None, device=None, **kwargs) -> _VLEPip
     elif processor is None:
         raise InputError("pass the processor along with a loaded model")
     check_device(device)
+    defaults = {"task": head_task.removeprefix("vcr_")} if pipeline_class is VLEForVCRPipeline else {}
     return pipeline_class(model=model.eval(), processor=processor, device=device, **{**defaults, **kwargs})
 
 

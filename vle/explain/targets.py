@@ -25,20 +25,8 @@ HEADS = ("vqa", "itm", "pbc", "vcr")
 
 
 def model_heads(model) -> tuple[str, ...]:
-    """The target heads a model can answer for, from its class."""
-    from ..modeling_vle import VLEForITM, VLEForPBC, VLEForPretraining, VLEForVQA, _VLEForVCR
-
-    if isinstance(model, VLEForVQA):
-        return ("vqa",)
-    if isinstance(model, VLEForPretraining):
-        return ("itm", "pbc")
-    if isinstance(model, VLEForITM):
-        return ("itm",)
-    if isinstance(model, VLEForPBC):
-        return ("pbc",)
-    if isinstance(model, _VLEForVCR):
-        return ("vcr",)
-    return ()
+    """The target families a model can be explained for, as its head class declares them (``explains``)."""
+    return tuple(getattr(model, "explains", ()))
 
 
 class Target:
@@ -62,9 +50,7 @@ class Target:
 
     def model_kwargs(self, model) -> dict:
         """Extra forward arguments the model needs to compute this head (``task=`` for VLEForPretraining)."""
-        from ..modeling_vle import VLEForPretraining
-
-        return {"task": self.head} if isinstance(model, VLEForPretraining) else {}
+        return model.head_kwargs(self.head) if hasattr(model, "head_kwargs") else {}
 
     def check(self, model) -> None:
         heads = model_heads(model)

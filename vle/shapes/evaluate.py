@@ -18,8 +18,8 @@ from .tasks import (NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, VQA_FAMILIES, m
                     make_vqa)
 
 DEFAULT_SEED = 1_000_003
-SHIPPED = {"pretrained": "vle-tiny-shapes", "vqa": "vle-tiny-shapes-vqa", "vcr-q2a": "vle-tiny-shapes-vcr-q2a",
-           "vcr-qa2r": "vle-tiny-shapes-vcr-qa2r"}
+SHIPPED = {"pretraining": "vle-tiny-shapes", "vqa": "vle-tiny-shapes-vqa", "vcr_q2a": "vle-tiny-shapes-vcr-q2a",
+           "vcr_qa2r": "vle-tiny-shapes-vcr-qa2r"}
 
 
 def _chunks(n: int, size: int):
@@ -126,17 +126,17 @@ def evaluate(seed: int = DEFAULT_SEED, n: int = 200, models: dict | None = None,
         processor = VLEProcessor.from_pretrained(paths["vqa"])
         by_family, questions = _vqa(VLEForVQA.from_pretrained(paths["vqa"]), processor, pool, seed, batch_size)
         steps.update()
-        pretrained = VLEForPretraining.from_pretrained(paths["pretrained"])
+        pretrained = VLEForPretraining.from_pretrained(paths["pretraining"])
         results["itm_acc"] = _itm(pretrained, processor, pool, seed, batch_size)
         steps.update()
         results["pbc_miou"] = _pbc(pretrained, processor, pool, seed, batch_size)
         steps.update()
         results["mpc_acc"] = _mpc(pretrained, processor, pool, seed, batch_size)
         steps.update()
-        results["vcr_q2a_acc"] = _vcr(VLEForVCRQ2A.from_pretrained(paths["vcr-q2a"]), processor, pool, seed,
+        results["vcr_q2a_acc"] = _vcr(VLEForVCRQ2A.from_pretrained(paths["vcr_q2a"]), processor, pool, seed,
                                       batch_size, "q2a")
         steps.update()
-        results["vcr_qa2r_acc"] = _vcr(VLEForVCRQA2R.from_pretrained(paths["vcr-qa2r"]), processor, pool, seed,
+        results["vcr_qa2r_acc"] = _vcr(VLEForVCRQA2R.from_pretrained(paths["vcr_qa2r"]), processor, pool, seed,
                                        batch_size, "qa2r")
         steps.update()
     steps.close()

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..configuration_vle import VLEConfig
-from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
+from ..modeling_vle import HEADS
 from ..processing_vle import VLEProcessor
 from . import parallel
 from .auxiliary import ObjectPointers, PatchProbe, TagLosses, grounding_head, grounding_loss, last_call, tag_boxes
@@ -35,9 +35,10 @@ from .tasks import ANSWERS, MPC_CLASSES, NONRELATIONAL_FAMILIES, VCR_FAMILIES, V
 IMAGE_SIZE, PATCH_SIZE = 128, 16
 TINY_LAYERS = {"vision": 3, "text": 2, "fusion": 2}  # transformer layers of each tower and of the fusion
 # the models a stage can train, and the objectives each one's heads learn
-TASK_MODELS = {"pretrained": VLEForPretraining, "vqa": VLEForVQA, "vcr-q2a": VLEForVCRQ2A, "vcr-qa2r": VLEForVCRQA2R}
-OBJECTIVES = {"itm": "pretrained", "pbc": "pretrained", "mlm": "pretrained", "mpc": "pretrained", "vqa": "vqa",
-              "vcr-q2a": "vcr-q2a", "vcr-qa2r": "vcr-qa2r"}
+TASK_MODELS = {task: HEADS[task] for task in ("pretraining", "vqa", "vcr_q2a", "vcr_qa2r")}
+OBJECTIVES = {"itm": "pretraining", "pbc": "pretraining", "mlm": "pretraining", "mpc": "pretraining", "vqa": "vqa",
+              "vcr_q2a": "vcr_q2a", "vcr_qa2r": "vcr_qa2r"}
+LEGACY_TASK_NAMES = {"pretrained": "pretraining", "vcr-q2a": "vcr_q2a", "vcr-qa2r": "vcr_qa2r"}  # runs made before
 VCR_CHOICES = 4  # a VCR item is four texts on one image: its batches hold a quarter as many items
 
 
@@ -123,19 +124,19 @@ RECIPES = {
     # (without ITM turns the finish leaves the pretraining heads at the joint stage's 0.83 held-out ITM accuracy);
     # then VCR Q2A alone, and VCR Q2A with the tag losses
     "full": Recipe("full", (
-        Stage("joint", 9000, 5e-4, 64, schedule=("vqa", "itm", "vqa", "vcr-q2a", "vqa", "itm", "vqa", "pbc", "vqa",
-                                                 "vcr-q2a", "vqa", "itm", "vqa", "mlm", "vcr-qa2r", "mpc"),
+        Stage("joint", 9000, 5e-4, 64, schedule=("vqa", "itm", "vqa", "vcr_q2a", "vqa", "itm", "vqa", "pbc", "vqa",
+                                                 "vcr_q2a", "vqa", "itm", "vqa", "mlm", "vcr_qa2r", "mpc"),
               patch_weight=1.0, pointer_weight=1.0, pointer_from=4000),
-        Stage("finish", 4400, 3e-4, 64, schedule=("vqa", "itm", "vqa", "vqa", "vcr-q2a", "vqa", "itm", "vqa"),
+        Stage("finish", 4400, 3e-4, 64, schedule=("vqa", "itm", "vqa", "vqa", "vcr_q2a", "vqa", "itm", "vqa"),
               init_from="joint", families=FINISH_FAMILIES, patch_weight=1.0, pointer_weight=1.0),
         # VCR Q2A alone on its own copy of the finished encoder, so the other models keep theirs. On 600 held-out
         # scenes (seed 3,000,000) 800 steps lift Q2A from 0.897 to 0.928: "which object is the <extreme> ?" items
         # 0.76 -> 0.92; "is [a] nearer to [b] or to [c] ?" stays near 0.6, also when drawn four times as often
-        Stage("vcr", 800, 2e-4, 64, schedule=("vcr-q2a",), init_from="finish"),
+        Stage("vcr", 800, 2e-4, 64, schedule=("vcr_q2a",), init_from="finish"),
         # Left alone, a tag finds its box only in the last fusion layer and "nearer" stays at chance (0.47 held-out);
         # with the tag losses, 2,000 steps bind every tag in the first layer and lift "nearer" to 0.85 and Q2A from
         # 0.895 to 0.955 (seed 1,000,003) and from 0.927 to 0.978 (1,000 scenes of seed 3,000,000)
-        Stage("vcr-tags", 2000, 5e-4, 64, schedule=("vcr-q2a",), init_from="vcr", tag_weight=1.0,
+        Stage("vcr-tags", 2000, 5e-4, 64, schedule=("vcr_q2a",), init_from="vcr", tag_weight=1.0,
               vcr_families=TAG_FAMILIES),
     )),
     # minutes on a laptop CPU: VQA from scratch, non-relational questions only (8.5 min on 2 cores; held-out 0.97)
@@ -146,7 +147,7 @@ RECIPES = {
     "smoke": Recipe("smoke", (
         Stage("joint", 14, 1e-3, 4, schedule=tuple(OBJECTIVES), patch_weight=1.0, pointer_weight=1.0, pointer_from=7),
         Stage("vqa", 4, 1e-3, 4, init_from="joint", grounding_weight=1.0),
-        Stage("vcr", 4, 1e-3, 8, schedule=("vcr-q2a",), init_from="vqa", tag_weight=1.0, vcr_families=("nearer",)),
+        Stage("vcr", 4, 1e-3, 8, schedule=("vcr_q2a",), init_from="vqa", tag_weight=1.0, vcr_families=("nearer",)),
     ), pool_size=16, hidden=32, layers={"vision": 1, "text": 1, "fusion": 1}),
 }
 
@@ -227,7 +228,7 @@ class _Auxiliary(torch.nn.Module):
         if stage.grounding_weight:
             weights = None
             if stage.init_from:  # start from the pretrained PBC head when the earlier stage has one
-                weights = load_file(os.path.join(_source(out_dir, stage.init_from, "pretrained"), "model.safetensors"))
+                weights = load_file(os.path.join(_source(out_dir, stage.init_from, "pretraining"), "model.safetensors"))
             self.grounding = grounding_head(config.hidden_size, weights)
         self.tags = TagLosses(config.hidden_size) if stage.tag_weight else None
 
@@ -241,7 +242,7 @@ def _batch(objective: str, stage: Stage, pool: ScenePool, processor, rng, aux: _
     if objective.startswith("vcr-"):
         index = pool.sample(rng, max(1, stage.batch_size // VCR_CHOICES))
         return vcr_batch(pool, processor, rng, index, task=objective.removeprefix("vcr-"), patch_size=PATCH_SIZE,
-                         with_roles=aux.tags is not None and objective == "vcr-q2a",
+                         with_roles=aux.tags is not None and objective == "vcr_q2a",
                          families=stage.vcr_families), index
     shared = _texts_per_image(stage, objective)
     index = np.repeat(pool.sample(rng, stage.batch_size // shared), shared)
@@ -400,7 +401,8 @@ def run_models(run_dir: str) -> dict[str, str]:
         raise FileNotFoundError(f"{run_dir} holds no finished training run (no models.json): "
                                 "run `vle-workbench train --out` into it first")
     with open(manifest) as handle:
-        return {task: os.path.join(run_dir, folder) for task, folder in json.load(handle).items()}
+        return {LEGACY_TASK_NAMES.get(task, task): os.path.join(run_dir, folder)
+                for task, folder in json.load(handle).items()}
 
 
 def train(out_dir: str, recipe: str | Recipe = "full", seed: int = 0, threads: int | None = None,
