@@ -305,11 +305,11 @@ def _vqa(w, **kwargs):
     return pipe(w, "vqa")(**kwargs)
 
 
-def _explainer(w):
-    from vle.explain import Explainer
+def _session(w):
+    from vle.explain import Session
 
     vqa = pipe(w, "vqa")
-    return Explainer(vqa.model, vqa.processor)
+    return Session(vqa.model, vqa.processor)
 
 
 def _vcr_explain(w, target):
@@ -333,12 +333,12 @@ def _pipeline_consistency(w):
 def _hooks_released(w):
     from vle.explain import VQAAnswer, explain, hook_count
 
-    explainer = _explainer(w)
-    before = hook_count(explainer.model)
-    inputs = explainer.inputs(w.image, "what color ?")
+    session = _session(w)
+    before = hook_count(session.model)
+    inputs = session.prepare(w.image, "what color ?")
     with pytest.raises(InputError):
-        explain(explainer.model, inputs, VQAAnswer(0), "raw_attention", layer=99)
-    return hook_count(explainer.model) == before
+        explain(session.model, inputs, VQAAnswer(0), "raw_attention", layer=99)
+    return hook_count(session.model) == before
 
 
 API_ROWS = [
@@ -464,10 +464,10 @@ API_ROWS = [
     refused("api", "a VCR contrast with itself", lambda w: __import__("vle.explain").explain.VCRContrast(0, 0),
             InputError, "two different choices"),
     refused("api", "an answer the model does not know",
-            lambda w: _explainer(w).explain(w.image, "what ?", answer="purple"), InputError,
+            lambda w: _session(w).explain(w.image, "what ?", answer="purple"), InputError,
             "'purple' is not one of the model's 3 answers"),
     refused("api", "an answer index out of range",
-            lambda w: _explainer(w).explain(w.image, "what ?", target=__import__("vle.explain").explain.VQAAnswer(9)),
+            lambda w: _session(w).explain(w.image, "what ?", target=__import__("vle.explain").explain.VQAAnswer(9)),
             InputError, "answer index 9 is out of range"),
     refused("api", "a negative answer index", lambda w: __import__("vle.explain").explain.VQAAnswer(-1),
             InputError, "whole number from 0"),
@@ -475,30 +475,31 @@ API_ROWS = [
             lambda w: _vcr_explain(w, __import__("vle.explain").explain.VCRChoice(6)), InputError,
             "choice 6 is out of range: the item has 4 choices"),
     refused("api", "a layer the fusion lacks",
-            lambda w: _explainer(w).explain(w.image, "what ?", method="raw_attention", layer=99), InputError,
+            lambda w: _session(w).explain(w.image, "what ?", method="raw_attention", layer=99), InputError,
             "layer 99 is out of range"),
     refused("api", "an attention head the fusion lacks",
-            lambda w: _explainer(w).explain(w.image, "what ?", method="raw_attention", head=-100), InputError,
+            lambda w: _session(w).explain(w.image, "what ?", method="raw_attention", head=-100), InputError,
             "head -100 is out of range"),
     refused("api", "zero integration steps",
-            lambda w: _explainer(w).explain(w.image, "what ?", method="integrated_gradients", n_steps=0),
+            lambda w: _session(w).explain(w.image, "what ?", method="integrated_gradients", n_steps=0),
             InputError, "n_steps must be at least 1"),
-    refused("api", "an unknown method", lambda w: _explainer(w).explain(w.image, "what ?", method="lime"), InputError,
+    refused("api", "an unknown method", lambda w: _session(w).explain(w.image, "what ?", method="lime"), InputError,
             "unknown explanation method 'lime'"),
-    refused("api", "an unknown option", lambda w: _explainer(w).explain(w.image, "what ?", method="rollout", steps=3),
+    refused("api", "an unknown option", lambda w: _session(w).explain(w.image, "what ?", method="rollout", steps=3),
             InputError, "has no option steps"),
     refused("api", "a PBC patch outside the grid",
             lambda w: __import__("vle.explain").explain.explain(
-                pipe(w, "pbc").model, _explainer(w).inputs(w.image, "a red"),
+                pipe(w, "pbc").model, __import__("vle.explain").explain.ExplainInputs.build(
+                    pipe(w, "pbc").processor, w.image, "a red"),
                 __import__("vle.explain").explain.PBCPhrase(patches=(99,)), "pbc"), InputError,
             "outside the model's 16 patches"),
-    refused("api", "answer and target both", lambda w: _explainer(w).explain(
+    refused("api", "answer and target both", lambda w: _session(w).explain(
         w.image, "what ?", answer="red", target=__import__("vle.explain").explain.VQAAnswer(0)), InputError,
         "not both"),
     refused("api", "a file that is not a saved explanation",
             lambda w: __import__("vle.explain").explain.Explanation.load(w.file("good.png")), InputError,
             "is not a saved Explanation"),
-    refused("api", "NaN image through the explainer", lambda w: _explainer(w).explain(np.full((8, 8, 3), np.nan),
+    refused("api", "NaN image through the session", lambda w: _session(w).explain(np.full((8, 8, 3), np.nan),
                                                                                       "what ?"), ImageError, "NaN"),
     # VQA + LLM
     refused("api", "an ftp:// LLM", lambda w: __import__("vle.llm").llm.resolve_llm("ftp://host/v1", model="m"),

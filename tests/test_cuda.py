@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vle import VLEConfig, VLEForVQA
-from vle.explain import METHODS, ExplainInputs, Explainer, VQAAnswer, explain
+from vle.explain import METHODS, ExplainInputs, Session, VQAAnswer, explain
 from vle.explain.faithfulness import examples, faithfulness
 from vle.explain.targets import vqa_answer
 from vle.processing_vle import VLEProcessor
@@ -65,9 +65,9 @@ def shipped():
 def test_the_explainer_on_the_gpu_answers_and_explains_as_on_the_cpu(shipped):
     model, processor = shipped
     _, example, inputs = next(examples(1_000_003, 1, processor))
-    cpu_explainer, gpu_explainer = Explainer(model, processor), Explainer(copy.deepcopy(model).cuda(), processor)
+    cpu_explainer, gpu_explainer = Session(model, processor), Session(copy.deepcopy(model).cuda(), processor)
     target = cpu_explainer.default_target(inputs)  # the top answer
-    assert gpu_explainer.default_target(inputs) == target  # CPU inputs: the explainer moves them
+    assert gpu_explainer.default_target(inputs) == target  # CPU inputs: the session moves them
     for name in ("coattention_relevance", "rollout", "integrated_gradients"):
         cpu = explain(cpu_explainer.model, inputs, target, name, cache=cpu_explainer.cache)
         gpu = explain(gpu_explainer.model, inputs, target, name, cache=gpu_explainer.cache)

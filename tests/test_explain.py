@@ -14,7 +14,7 @@ import torch
 from captum.attr import IntegratedGradients as CaptumIG
 
 from vle import VLEConfig, VLEForPBC, VLEForPretraining, VLEForVCRQ2A, VLEForVQA
-from vle.explain import (METHODS, ExplainInputs, Explainer, Explanation, ITMMatch, PBCPhrase, Recorder, TargetForward,
+from vle.explain import (METHODS, ExplainInputs, Session, Explanation, ITMMatch, PBCPhrase, Recorder, TargetForward,
                          VCRChoice, VCRContrast, VQAAnswer, VQAContrast, explain, hook_count, merge_words)
 from vle.explain.methods.coattention import head_weighted, rows_normalized
 from vle.explain.methods.propagation import fusion_maps, propagate, read_out
@@ -323,12 +323,12 @@ def test_a_new_question_on_the_same_image_skips_the_image_tower(vqa, processor, 
     calls = []
     handle = vqa.base_vle.vision_model.register_forward_hook(lambda *_: calls.append(1))
     try:
-        explainer = Explainer(vqa, processor)
-        explainer.explain(image, QUESTION, answer="red")
+        session = Session(vqa, processor)
+        session.explain(image, QUESTION, answer="red")
         before = len(calls)
-        second = explainer.explain(image, "is there a blue circle ?", answer="blue")
-        assert len(calls) == before and explainer.cache.hits >= 1 and second.metadata["image_features_cached"]
-        explainer.explain(image, "is there a blue circle ?", answer="blue", method="integrated_gradients", n_steps=4)
+        second = session.explain(image, "is there a blue circle ?", answer="blue")
+        assert len(calls) == before and session.cache.hits >= 1 and second.metadata["image_features_cached"]
+        session.explain(image, "is there a blue circle ?", answer="blue", method="integrated_gradients", n_steps=4)
         assert len(calls) > before  # IG needs the gradient through the image tower
     finally:
         handle.remove()
@@ -442,6 +442,6 @@ def test_the_read_out_weighs_the_two_cls_rows_by_their_shares(vqa, processor, im
         assert torch.allclose(mixed[part], 0.25 * text_only[part] + 0.75 * image_only[part])
     with pytest.raises(ValueError, match="seed must be one of"):
         read_out(relevance, "pooled")
-    e = Explainer(vqa, processor).explain(image, QUESTION, answer="red")
+    e = Session(vqa, processor).explain(image, QUESTION, answer="red")
     shares = e.metadata["cls_shares"]
     assert set(shares) == {"text", "image"} and abs(sum(shares.values()) - 1) < 1e-6 and min(shares.values()) >= 0

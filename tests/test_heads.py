@@ -6,7 +6,7 @@ import pytest
 from torch import nn
 
 from vle import HEADS, MissingHeadError, VLEForVQA, VLEHeadModel, VLEHeadOutput, VLEPreTrainedModel, register_head
-from vle.explain import Explainer, VQAAnswer
+from vle.explain import Session, VQAAnswer
 from vle.pipelines import pipeline, pipeline_tasks
 from vle.testing import save_tiny_model
 
@@ -42,7 +42,7 @@ def test_a_registered_head_gets_loading_a_pipeline_and_explanations(toy_head, tm
     pipe = pipeline("toy_answers", str(tmp_path / "toy"))
     answers = pipe(image=np.zeros((32, 32, 3), np.uint8), question="is it red ?", top_k=2)
     assert isinstance(pipe.model, toy_head) and {a["answer"] for a in answers} == {"yes", "no"}
-    explanation = Explainer(pipe.model, pipe.processor).explain(np.zeros((32, 32, 3), np.uint8), "is it red ?",
+    explanation = Session(pipe.model, pipe.processor).explain(np.zeros((32, 32, 3), np.uint8), "is it red ?",
                                                                 target=VQAAnswer(1, "no"), method="rollout")
     assert explanation.patch_scores.shape == (4, 4) and explanation.target.label == 'answer "no"'
 

@@ -82,12 +82,12 @@ def test_contrastive_target_and_view_only_changes_reuse_the_cache(vqa):
     vqa.contrast.value = vqa.answers[1]["index"]
     assert vqa.explanation.target.kind == "contrastive"
     cached = dict(vqa.explanations)
-    hits = vqa.explainer.cache.hits
+    hits = vqa.session.cache.hits
     before = vqa.heatmap.value
     vqa.opacity.value = 0.2
     vqa.grid_lines.value = True
     assert vqa.heatmap.value != before
-    assert vqa.explanations == cached and vqa.explainer.cache.hits == hits  # no model call for a view change
+    assert vqa.explanations == cached and vqa.session.cache.hits == hits  # no model call for a view change
     vqa.contrast.value = -1
     vqa.target.value = vqa.answers[1]["index"]  # another answer: a new explanation from the cached image features
     assert vqa.explanation.target.index == vqa.answers[1]["index"]

@@ -188,30 +188,28 @@ def cmd_demo(args) -> None:
 
 
 def cmd_explain(args) -> None:
-    """A VQA explanation as a self-contained HTML report (the same view as the workbench's VQA explorer)."""
+    """A VQA explanation as a self-contained HTML report (the same view as the workbench's VQA explorer). The session
+    runs the image tower once: the answers and the explanation share its features."""
     import viz  # rendering stays outside vle: imported only by this command
 
-    from .explain import Explainer, VQAContrast, get_method, vqa_answer
+    from .explain import Session, get_method
     from .image_utils import load_image
 
     get_method(args.method)  # an unknown method fails before any model is loaded
-    vqa = _pipe("vqa", args.model)
-    target = vqa_answer(vqa.model, args.answer) if args.answer else None
-    if args.rather_than:
-        if target is None:
-            raise InputError("--rather-than needs --answer: explain why --answer rather than --rather-than")
-        other = vqa_answer(vqa.model, args.rather_than)
-        target = VQAContrast(target.index, other.index, target.answer, other.answer)
+    session = Session.from_pretrained(args.model or DEFAULT_MODELS["vqa"], head="vqa")
+    if args.rather_than and not args.answer:
+        raise InputError("--rather-than needs --answer: explain why --answer rather than --rather-than")
     image = load_image(args.image)
-    explainer = Explainer(vqa.model, vqa.processor)
-    answers = vqa(image=image, question=args.question, top_k=args.top_k)
-    target = target or vqa_answer(vqa.model, answers[0]["answer"])
-    explanation = explainer.explain(image, args.question, target=target, method=args.method)
+    inputs, answers = session.ask(image, args.question, args.top_k)
+    if args.rather_than:
+        explanation = session.contrast(inputs, args.answer, args.rather_than, method=args.method)
+    else:
+        explanation = session.explain(inputs, answer=args.answer or answers[0]["index"], method=args.method)
     page = viz.explanation_report_html(explanation, image, title=f"{args.question} → {answers[0]['answer']}: "
                                        f"{explanation.method} explanation of {explanation.target.label}")
     write_atomically(args.out, page.encode("utf-8"))
-    _print({"answers": answers, "target": explanation.target.label, "method": explanation.method,
-            "report": args.out})
+    _print({"answers": [{"score": a["score"], "answer": a["answer"]} for a in answers],
+            "target": explanation.target.label, "method": explanation.method, "report": args.out})
 
 
 def cmd_train(args) -> None:

@@ -118,11 +118,16 @@ class VLEForVQAPipeline(_VLEPipeline):
         return dict(self.processor(text=inputs["question"], images=inputs["image"]))
 
     def postprocess(self, outputs, top_k: int = 1):
-        probs = outputs["logits"][0].float().softmax(-1)
-        top_k = min(int(top_k), probs.numel())
-        scores, indices = probs.topk(top_k)
-        id2label = self.model.config.id2label
-        return [{"score": float(s), "answer": id2label[int(i)]} for s, i in zip(scores, indices)]
+        return [{"score": a["score"], "answer": a["answer"]}
+                for a in top_answers(outputs["logits"][0], self.model.config.id2label, top_k)]
+
+
+def top_answers(logits: torch.Tensor, id2label: dict, top_k: int) -> list[dict]:
+    """(answers,) logits → the ``top_k`` answers, best first: ``{"answer", "score", "index"}`` with the softmax
+    probability as the score (the original pipeline's)."""
+    probs = logits.float().softmax(-1)
+    scores, indices = probs.topk(min(int(top_k), probs.numel()))
+    return [{"answer": str(id2label[int(i)]), "score": float(s), "index": int(i)} for s, i in zip(scores, indices)]
 
 
 class VLEForITMPipeline(_VLEPipeline):
@@ -229,10 +234,16 @@ class VLEZeroShotPipeline(_VLEPipeline):
         return {**batch, "_labels": labels}
 
     def postprocess(self, outputs):
-        match = outputs["logits"].float().softmax(-1)[:, 1]  # (labels,)
-        normalised = match / match.sum()
-        ranked = sorted(zip(outputs["_labels"], normalised.tolist(), match.tolist()), key=lambda r: -r[1])
-        return [{"label": label, "score": score, "match_probability": raw} for label, score, raw in ranked]
+        return rank_labels(outputs["logits"], outputs["_labels"])
+
+
+def rank_labels(itm_logits: torch.Tensor, labels: list[str]) -> list[dict]:
+    """(labels, 2) ITM logits of one prompt per label → labels by match probability normalised over the labels:
+    ``{"label", "score", "match_probability"}``, best first."""
+    match = itm_logits.float().softmax(-1)[:, 1]  # (labels,)
+    normalised = match / match.sum()
+    ranked = sorted(zip(labels, normalised.tolist(), match.tolist()), key=lambda r: -r[1])
+    return [{"label": label, "score": score, "match_probability": raw} for label, score, raw in ranked]
 
 
 def check_template(template) -> str:

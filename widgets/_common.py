@@ -37,24 +37,28 @@ def _no_progress_bars():
 
 
 @lru_cache(maxsize=8)
-def load_pipeline(task: str, model: str):
-    """A shipped/saved model by name, loaded once per process (explorers on the same model share it)."""
-    from vle.pipelines import pipeline
+def load_session(model: str, head: str | None = None):
+    """A ``vle.explain.Session`` on a shipped/saved model by name, loaded once per process (explorers on the same
+    model share it, and its image-feature cache). ``head``: a task name of ``vle.HEADS`` (default: the checkpoint's
+    own head)."""
+    from vle.explain import Session
 
     with _no_progress_bars():
-        return pipeline(task, model)
+        return Session.from_pretrained(model, head=head)
 
 
-@lru_cache(maxsize=4)
-def load_model(class_name: str, model: str):
-    """(model, processor) for any VLE head class by name, e.g. ``VLEForPretraining``, loaded once per process."""
-    import vle
-    from vle.hub import resolve_model_path
-    from vle.processing_vle import VLEProcessor
+class Quiet:
+    """For explorers that set their own controls: inside ``quietly()`` their change callbacks return at once."""
 
-    path = resolve_model_path(model)
-    with _no_progress_bars():
-        return getattr(vle, class_name).from_pretrained(path).eval(), VLEProcessor.from_pretrained(path)
+    _quiet = False
+
+    @contextmanager
+    def quietly(self):
+        previous, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = previous
 
 
 def layer_choices(n: int, extra=(("mean", "mean"),)) -> list[tuple[str, object]]:

@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import ipywidgets as W
 
-from ._common import DPI, ImagePicker, Status, figure_png, fixed_axes, layer_choices, load_model, picture, timed
+from ._common import DPI, ImagePicker, Quiet, Status, figure_png, fixed_axes, layer_choices, load_session, picture, timed
 
 DIRECTIONS = ("word → image", "patch → words", "layer × head grid")
-HEAD_CLASSES = {"vle-tiny-shapes-vqa": "VLEForVQA", "vle-tiny-shapes": "VLEForPretraining"}
 
 
-class AttentionExplorer(W.VBox):
-    """``model``: a shipped name or folder; ``head_class``: its VLE class (guessed for the shipped models)."""
+class AttentionExplorer(W.VBox, Quiet):
+    """``model``: a shipped name or folder; ``head``: which of its heads to load (a task name of ``vle.HEADS``;
+    default: the one the checkpoint was saved as)."""
 
-    def __init__(self, model: str = "vle-tiny-shapes-vqa", head_class: str | None = None,
+    def __init__(self, model: str = "vle-tiny-shapes-vqa", head: str | None = None,
                  image: str | None = "shapes_0", text: str = "what size is the green object ?", dpi: int = DPI):
-        from vle.explain import Explainer
-
-        self.model, self.processor = load_model(head_class or HEAD_CLASSES.get(model, "VLEForVQA"), model)
-        self.explainer, self.dpi = Explainer(self.model, self.processor), dpi
+        self.session, self.dpi = load_session(model, head), dpi
+        self.model = self.session.model
         self.maps = None  # {"text_to_image": (layers, heads, text_len, image_len), "image_to_text": (..., text_len)}
         self.tokens: tuple[str, ...] = ()
-        self._image, self._quiet = None, False
+        self._image = None
         self.timings: dict[str, float] = {}
         config = self.model.config
         grid = config.patch_grid
@@ -57,26 +55,20 @@ class AttentionExplorer(W.VBox):
                           W.HBox([self.row, self.col]), W.HBox([self.layer, self.head, self.opacity]), self.figure])
 
     def run(self) -> None:
-        from vle.explain import explain
-
         with self.status.run(self.run_button, steps=2, text="recording the fusion's attention …") as status:
             if not self.text.value.strip():
                 raise ValueError("type a text first")
             image = self.picker.image
-            inputs = self.explainer.inputs(image, self.text.value.strip())
-            target = self.explainer.default_target(inputs)
-            e = explain(self.model, inputs, target, "raw_attention", cache=self.explainer.cache, keep_maps=True)
+            inputs = self.session.prepare(image, self.text.value.strip())
+            e = self.session.explain(inputs, method="raw_attention", keep_maps=True)
             # nothing is replaced until everything succeeded: a failed run keeps the last good one on screen
             self._image, self.tokens = image, e.tokens
             self.maps = {key: e.metadata[key] for key in ("text_to_image", "image_to_text")}
             status.step("drawing …")
             choices = [(token.lstrip("▁") or token, index) for index, token in enumerate(self.tokens)]
             content = [index for token, index in choices if token not in ("[CLS]", "[SEP]")]
-            self._quiet = True
-            try:
+            with self.quietly():
                 self.token.options, self.token.value = choices, content[0] if content else 0
-            finally:
-                self._quiet = False
             self.render()
 
     def render(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipywidgets as W
 
-from ._common import DPI, ImagePicker, Status, describe_error, figure_png, load_pipeline, picture, timed
+from ._common import DPI, ImagePicker, Status, describe_error, figure_png, load_session, picture, timed
 
 DEFAULT_METHODS = ("coattention_relevance", "rollout", "raw_attention", "gradcam", "random")
 
@@ -19,16 +19,15 @@ class MethodComparison(W.VBox):
 
     def __init__(self, model: str = "vle-tiny-shapes-vqa", image: str | None = "shapes_0",
                  question: str = "what size is the green object ?", methods=DEFAULT_METHODS, dpi: int = DPI):
-        from vle.explain import METHODS, Explainer, VQAAnswer
+        from vle.explain import VQAAnswer
 
-        pipe = load_pipeline("vqa", model)
-        self.model, self.processor, self.dpi = pipe.model, pipe.processor, dpi
-        self.explainer = Explainer(self.model, self.processor)
+        self.session, self.dpi = load_session(model, "vqa"), dpi
+        self.model = self.session.model
         self.explanations: dict = {}
         self._image, self._asked = None, None
         self.timings: dict[str, float] = {}
 
-        compatible = [name for name, cls in METHODS.items() if cls.supports(VQAAnswer(0))]
+        compatible = self.session.methods_for(VQAAnswer(0))
         self.picker = ImagePicker(image)
         self.question = W.Text(value=question, description="question", continuous_update=False,
                                layout=W.Layout(width="34em"))
@@ -48,7 +47,7 @@ class MethodComparison(W.VBox):
 
     def run(self) -> None:
         """Explain the target (the answer picked, or the top answer for a new question) with every selected method."""
-        from vle.explain import VQAAnswer, explain
+        from vle.explain import vqa_answer
 
         names = list(self.methods.value)
         with self.status.run(self.run_button, steps=len(names) + 1, text="answering …") as status:
@@ -58,18 +57,17 @@ class MethodComparison(W.VBox):
             if not question:
                 raise ValueError("type a question first")
             image = self.picker.image
-            inputs = self.explainer.inputs(image, question)
-            default = self.explainer.default_target(inputs)
+            inputs = self.session.prepare(image, question)
             if (question, self.picker.name) != self._asked or self.answer.value is None:
                 labels = self.model.config.id2label
                 self.answer.options = [(str(labels[i]), i) for i in range(len(labels))]
-                self.answer.value = default.index
+                self.answer.value = self.session.default_target(inputs).index
                 self._asked = (question, self.picker.name)
-            target = VQAAnswer(self.answer.value, str(self.model.config.id2label[self.answer.value]))
+            target = vqa_answer(self.model, self.answer.value)
             explanations = {}
             for name in names:
                 status.step(f"{name} …")
-                explanations[name] = explain(self.model, inputs, target, name, cache=self.explainer.cache)
+                explanations.update(self.session.compare(inputs, target, [name]))
             self._image, self.explanations = image, explanations  # a failed run keeps the last good one
             self.render()
 

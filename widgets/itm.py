@@ -11,8 +11,8 @@ import html
 
 import ipywidgets as W
 
-from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, html_table, load_model,
-                      load_pipeline, picture, score_bar, timed)
+from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, html_table, load_session,
+                      picture, score_bar, timed)
 
 VIEWS = ("PBC: where the phrase is", "ITM: why it matches")
 
@@ -22,11 +22,11 @@ class ITMExplorer(W.VBox):
 
     def __init__(self, model: str = "vle-tiny-shapes", image: str | None = "shapes_0", phrase: str | None = None,
                  labels: str = "circle, square, triangle", dpi: int = DPI):
-        from vle.explain import METHODS, Explainer, ITMMatch
+        from vle.explain import METHODS, ITMMatch
 
         self.model_name, self.dpi = model, dpi
-        self.model, self.processor = load_model("VLEForPretraining", model)
-        self.explainer = Explainer(self.model, self.processor)
+        self.session = load_session(model, "pretraining")
+        self.model = self.session.model
         self.inputs, self.pbc, self.itm_cache = None, None, {}
         self._image, self._methods = None, METHODS
         self.timings: dict[str, float] = {}
@@ -41,7 +41,7 @@ class ITMExplorer(W.VBox):
         self.run_button.add_class("vle-run")
         self.status = Status()
         self.view = W.ToggleButtons(options=VIEWS, value=VIEWS[0])
-        methods = [name for name, cls in METHODS.items() if cls.supports(ITMMatch(True))]
+        methods = self.session.methods_for(ITMMatch(True))
         self.method = W.Dropdown(options=methods, value="coattention_relevance", description="ITM method")
         self.opacity = W.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="opacity",
                                      continuous_update=False)
@@ -66,18 +66,18 @@ class ITMExplorer(W.VBox):
             self.phrase.value = record["caption"]["text"]
 
     def run(self) -> None:
-        from vle.explain import ITMMatch, PBCPhrase, explain
+        from vle.explain import ITMMatch, PBCPhrase
 
         with self.status.run(self.run_button, steps=3, text="matching …") as status:
             phrase = self.phrase.value.strip()
             if not phrase:
                 raise ValueError("type a phrase first, e.g. 'a red square'")
             image = self.picker.image
-            inputs = self.explainer.inputs(image, phrase)
-            pbc = explain(self.model, inputs, PBCPhrase(phrase=phrase), "pbc", cache=self.explainer.cache)
+            inputs = self.session.prepare(image, phrase)
+            pbc = self.session.explain(inputs, target=PBCPhrase(phrase=phrase), method="pbc")
             status.step("explaining the match …")
             method = self.method.value
-            itm = explain(self.model, inputs, ITMMatch(True), method, cache=self.explainer.cache)
+            itm = self.session.explain(inputs, target=ITMMatch(True), method=method)
             status.step("zero-shot labels …")
             zero_shot = self._zero_shot(image)
             # nothing is replaced until everything succeeded: a failed run keeps the last good one on screen
@@ -90,12 +90,11 @@ class ITMExplorer(W.VBox):
             self.render()
 
     def itm_explanation(self):
-        from vle.explain import ITMMatch, explain
+        from vle.explain import ITMMatch
 
         method = self.method.value
         if method not in self.itm_cache:
-            self.itm_cache[method] = explain(self.model, self.inputs, ITMMatch(True), method,
-                                             cache=self.explainer.cache)
+            self.itm_cache[method] = self.session.explain(self.inputs, target=ITMMatch(True), method=method)
         return self.itm_cache[method]
 
     def _itm_changed(self) -> None:
@@ -111,8 +110,7 @@ class ITMExplorer(W.VBox):
         labels = [label.strip() for label in self.labels.value.split(",") if label.strip()]
         if not labels:
             return ""
-        classify = load_pipeline("classify", self.model_name)
-        ranked = classify(image=image, candidate_labels=labels, hypothesis_template=self.template.value)
+        ranked = self.session.classify(image, labels, self.template.value)
         rows = [(html.escape(r["label"]), f"{r['score']:.3f}", score_bar(r["score"]), f"{r['match_probability']:.3f}")
                 for r in ranked]
         return "<b>zero-shot labels</b>" + html_table(rows, ("label", "share", "", "P(match)"))

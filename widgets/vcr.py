@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 
 import ipywidgets as W
-import torch
-
-from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, load_model, picture,
+from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, load_session, picture,
                       scene_names, scene_record, timed)
 
 STAGES = {"answers (Q → A)": "q2a", "rationales (QA → R)": "qa2r"}
@@ -24,7 +22,7 @@ class VCRExplorer(W.VBox):
 
     def __init__(self, q2a: str = "vle-tiny-shapes-vcr-q2a", qa2r: str = "vle-tiny-shapes-vcr-qa2r",
                  image: str | None = "shapes_0", dpi: int = DPI):
-        from vle.explain import METHODS, VCRChoice
+        from vle.explain import METHODS, Session, VCRChoice
 
         self.model_names, self.dpi = {"q2a": q2a, "qa2r": qa2r}, dpi
         self.results: dict = {}  # task → {"inputs", "probabilities", "choices", "annotation"}
@@ -43,7 +41,7 @@ class VCRExplorer(W.VBox):
         self.choices_qa2r = picture("vle-vcr-qa2r")
         self.stage = W.ToggleButtons(options=list(STAGES), description="explain")
         self.choice = W.Dropdown(options=[(f"choice {i}", i) for i in range(4)], value=0, description="choice")
-        methods = [name for name, cls in METHODS.items() if cls.supports(VCRChoice(0))]
+        methods = Session.methods_for(VCRChoice(0))
         self.method = W.Dropdown(options=methods, value="coattention_relevance", description="method")
         self.opacity = W.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="opacity",
                                      continuous_update=False)
@@ -59,17 +57,12 @@ class VCRExplorer(W.VBox):
                           W.HBox([self.heatmap, self.tokens])])
 
     def _score(self, task: str, annotation: dict, image, record: dict) -> dict:
-        from vle.explain import ExplainInputs
-
-        model, processor = load_model("VLEForVCRQ2A" if task == "q2a" else "VLEForVCRQA2R", self.model_names[task])
-        batch = processor.vcr(annotation, image, record, task=task, patch_size=model.config.patch_size)
-        inputs = ExplainInputs.from_batch(dict(batch), processor)
-        with torch.no_grad():
-            logits = model(**inputs.model_inputs).logits[0]  # (choices,)
+        session = load_session(self.model_names[task], f"vcr_{task}")
+        inputs = session.prepare_vcr(annotation, image, record)
         key = "answer_choices" if task == "q2a" else "rationale_choices"
-        return {"inputs": inputs, "probabilities": logits.softmax(-1).numpy(), "choices": annotation[key],
+        return {"inputs": inputs, "probabilities": session.choices(inputs).numpy(), "choices": annotation[key],
                 "annotation": annotation, "label": annotation["answer_label" if task == "q2a" else "rationale_label"],
-                "model": model}
+                "session": session}
 
     def run(self) -> None:
         from viz import plot_vcr_choices
@@ -103,7 +96,7 @@ class VCRExplorer(W.VBox):
             self.explain_choice()
 
     def explain_choice(self) -> None:
-        from vle.explain import VCRChoice, explain
+        from vle.explain import VCRChoice
 
         task = STAGES[self.stage.value]
         if task not in self.results:
@@ -114,8 +107,8 @@ class VCRExplorer(W.VBox):
                 if self._methods[self.method.value].needs_image_tower:
                     self.status.show(f"{self.method.value} runs the image tower for every perturbation: wait …")
                 result = self.results[task]
-                self.explanations[key] = explain(result["model"], result["inputs"], VCRChoice(self.choice.value),
-                                                 self.method.value)
+                self.explanations[key] = result["session"].explain(result["inputs"], target=VCRChoice(self.choice.value),
+                                                                   method=self.method.value)
             self.explanation = self.explanations[key]
             self.status.show(f"{self.method.value} for {task} choice {self.choice.value}")
             self.render()

@@ -13,17 +13,16 @@ from __future__ import annotations
 import html
 
 import ipywidgets as W
-import torch
 
-from ._common import (DPI, ImagePicker, Status, figure_png, fixed_axes, html_table, layer_choices, load_pipeline, picture,
-                      score_bar, timed)
+from ._common import (DPI, ImagePicker, Quiet, Status, describe_error, figure_png, fixed_axes, html_table,
+                      layer_choices, load_session, picture, score_bar, timed)
 from .llm_panel import LLMPanel
 
 DEFAULT_MODEL = "vle-tiny-shapes-vqa"
 NO_CONTRAST = -1
 
 
-class VQAExplorer(W.VBox):
+class VQAExplorer(W.VBox, Quiet):
     """Image + question → top-k answers → an explanation of the chosen answer.
 
     ``model``: a shipped name or folder of a VQA model. ``llm``/``captioner``: for the LLM panel (anything
@@ -33,11 +32,10 @@ class VQAExplorer(W.VBox):
 
     def __init__(self, model: str = DEFAULT_MODEL, image: str | None = "shapes_0", question: str = "",
                  top_k: int = 5, method: str = "coattention_relevance", llm=None, captioner=None, dpi: int = DPI):
-        from vle.explain import METHODS, Explainer
+        from vle.explain import METHODS
 
-        pipe = load_pipeline("vqa", model)
-        self.model, self.processor, self.dpi = pipe.model, pipe.processor, dpi
-        self.explainer = Explainer(self.model, self.processor)  # holds the per-image feature cache
+        self.session = load_session(model, "vqa")  # the model, its processor and the per-image feature cache
+        self.model, self.dpi = self.session.model, dpi
         self._methods = METHODS
         self.inputs = None  # ExplainInputs of the last run (image features attached)
         self.answers: list[dict] = []  # [{"answer", "score", "index"}], best first
@@ -45,7 +43,6 @@ class VQAExplorer(W.VBox):
         self.explanation = None
         self.timings: dict[str, float] = {}  # last durations in ms: "render", "explain", "run"
         self._image = self._record = None
-        self._quiet = False  # True while the explorer sets controls itself
 
         self.picker = ImagePicker(image)
         self.question = W.Combobox(value=question, placeholder="type a question and press Run", description="question",
@@ -108,16 +105,12 @@ class VQAExplorer(W.VBox):
     def run(self) -> None:
         """Answer the question (image tower once per image) and explain the selected target."""
         with self.status.run(self.run_button, steps=3, text="reading the image …") as status, timed(self.timings, "run"):
-            from vle.explain import ExplainInputs
-
             question = self.question.value.strip()
             if not question:
                 raise ValueError("type a question first")
             image, record = self.picker.image, self.picker.record
-            inputs = ExplainInputs.build(self.processor, image, question)
-            inputs.image_features = self.explainer.cache.features(self.model, inputs.model_inputs["pixel_values"])
             status.step("answering …")
-            answers = self._top_answers(inputs, self.top_k.value)
+            inputs, answers = self.session.ask(image, question, self.top_k.value)
             # nothing is replaced until the answers are in: a failed run keeps the last good one on screen
             self._image, self._record, self.inputs, self.answers = image, record, inputs, answers
             self.explanations.clear()
@@ -125,14 +118,6 @@ class VQAExplorer(W.VBox):
             status.step("explaining …")
             self._explain(force=True)
             status.step("drawing …")
-
-    def _top_answers(self, inputs, k: int) -> list[dict]:
-        text = {key: value for key, value in inputs.model_inputs.items() if key != "pixel_values"}
-        with torch.no_grad():
-            logits = self.model(**text, image_features=inputs.image_features).logits[0]  # (answers,)
-        scores, indices = logits.softmax(-1).topk(min(k, logits.numel()))
-        labels = self.model.config.id2label
-        return [{"answer": str(labels[int(i)]), "score": float(s), "index": int(i)} for s, i in zip(scores, indices)]
 
     def _show_answers(self) -> None:
         top = self.answers[0]
@@ -142,14 +127,11 @@ class VQAExplorer(W.VBox):
                  score_bar(a["score"])) for i, a in enumerate(self.answers)]
         self.answers_html.value = html_table(rows, ("answer", "p", ""))
         options = [(f"{a['answer']} ({a['score']:.2f})", a["index"]) for a in self.answers]
-        self._quiet = True
-        try:
+        with self.quietly():
             self.target.options, self.target.value = options, options[0][1]
             self.contrast.options = [("— (no contrast)", NO_CONTRAST)] + options[1:]
             self.contrast.value = NO_CONTRAST
             self._refresh_methods()
-        finally:
-            self._quiet = False
 
     # -- targets, methods and their options --------------------------------------------------------------------------
 
@@ -168,19 +150,15 @@ class VQAExplorer(W.VBox):
     def compatible_methods(self, target=None) -> list[str]:
         from vle.explain import VQAAnswer
 
-        target = target or self.current_target() or VQAAnswer(0)
-        return [name for name, cls in self._methods.items() if cls.supports(target)]
+        return self.session.methods_for(target or self.current_target() or VQAAnswer(0))
 
     def _refresh_methods(self) -> None:
         """List only the methods that can explain the current target; show layer/head only where they apply."""
         names = self.compatible_methods()
         keep = self.method.value if self.method.value in names else names[0]
-        quiet, self._quiet = self._quiet, True
-        try:
+        with self.quietly():
             self.method.options, self.method.value = names, keep
             self._refresh_method_options()
-        finally:
-            self._quiet = quiet
 
     def _refresh_method_options(self) -> None:
         options = self._methods[self.method.value].options
@@ -209,22 +187,15 @@ class VQAExplorer(W.VBox):
     def _target_changed(self, _change) -> None:
         if self._quiet:
             return
-        self._quiet = True
-        try:
-            self._refresh_methods()
-        finally:
-            self._quiet = False
+        self._refresh_methods()
         self._explain()
 
     def _explanation_changed(self, change) -> None:
         if self._quiet:
             return
         if change["owner"] is self.method:
-            self._quiet = True
-            try:
+            with self.quietly():
                 self._refresh_method_options()
-            finally:
-                self._quiet = False
         self._explain()
 
     def _image_changed(self) -> None:
@@ -240,8 +211,6 @@ class VQAExplorer(W.VBox):
     def _explain(self, force: bool = False) -> None:
         """Show the explanation for the current controls: from the cache, computed at once when the method reuses the
         image features (milliseconds), or on the Run button when it must run the image tower."""
-        from vle.explain import explain
-
         if self.inputs is None or self.target.value is None:
             return
         target, method, options = self.current_target(), self.method.value, self.method_options()
@@ -252,13 +221,11 @@ class VQAExplorer(W.VBox):
                 return
             try:
                 with timed(self.timings, "explain"):
-                    self.explanations[key] = explain(self.model, self.inputs, target, method,
-                                                     cache=self.explainer.cache, **options)
+                    self.explanations[key] = self.session.explain(self.inputs, target=target, method=method,
+                                                                  **options)
             except Exception as error:  # noqa: BLE001
                 if force:  # the Run button's status shows it
                     raise
-                from ._common import describe_error
-
                 self.status.show(describe_error(error), "error")
                 return
         self.explanation = self.explanations[key]

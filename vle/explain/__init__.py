@@ -5,22 +5,23 @@
 >>> import numpy as np
 >>> from vle.testing import tiny_vqa_pipeline
 >>> pipe = tiny_vqa_pipeline()
->>> e = Explainer(pipe.model, pipe.processor).explain(np.zeros((32, 32, 3), np.uint8), "what color ?", method="rollout")
+>>> e = Session(pipe.model, pipe.processor).explain(np.zeros((32, 32, 3), np.uint8), "what color ?", method="rollout")
 >>> e.signed, sorted(e.modality_share)
 (False, ['image', 'text'])
 """
 
-from .core import Explainer, explain
+from .core import explain
 from .faithfulness import perturbation_curve
 from .inputs import ExplainInputs, ImageFeatureCache, merge_words
 from .methods import METHODS, Attribution, Method, get_method, register
 from .recorder import Recorder, hook_count
 from .result import Explanation
+from .session import Session
 from .targets import ITMMatch, PBCPhrase, Target, VCRChoice, VCRContrast, VQAAnswer, VQAContrast, vqa_answer
 from .wrapper import TargetForward
 
 __all__ = [
-    "METHODS", "Attribution", "ExplainInputs", "Explainer", "Explanation", "ITMMatch", "ImageFeatureCache", "Method",
-    "PBCPhrase", "Recorder", "Target", "TargetForward", "VCRChoice", "VCRContrast", "VQAAnswer", "VQAContrast",
+    "METHODS", "Attribution", "ExplainInputs", "Explanation", "ITMMatch", "ImageFeatureCache", "Method",
+    "PBCPhrase", "Recorder", "Session", "Target", "TargetForward", "VCRChoice", "VCRContrast", "VQAAnswer", "VQAContrast",
     "explain", "get_method", "hook_count", "merge_words", "perturbation_curve", "register", "vqa_answer",
 ]

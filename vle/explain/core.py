@@ -1,12 +1,13 @@
-"""``explain``: run one registered method on one example and package its scores as an ``Explanation``;
-``Explainer``: the same with a processor and an image-feature cache, for interactive use.
+"""``explain``: run one registered method on one example and package its scores as an ``Explanation`` (the
+``Session`` in ``session.py`` does this for interactive use, with a processor and an image-feature cache).
 
 Example:
     >>> import numpy as np
     >>> from vle.testing import tiny_vqa_pipeline
+    >>> from vle.explain import ExplainInputs, VQAAnswer
     >>> pipe = tiny_vqa_pipeline()
-    >>> explainer = Explainer(pipe.model, pipe.processor)
-    >>> e = explainer.explain(np.zeros((32, 32, 3), np.uint8), "what color is the circle ?", answer="red")
+    >>> inputs = ExplainInputs.build(pipe.processor, np.zeros((32, 32, 3), np.uint8), "what color is the circle ?")
+    >>> e = explain(pipe.model, inputs, VQAAnswer(0, "red"))
     >>> e.method, e.patch_scores.shape, e.target.label
     ('coattention_relevance', (4, 4), 'answer "red"')
 """
@@ -19,11 +20,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .inputs import ExplainInputs, ImageFeatureCache, forward, merge_words, model_device
-from .methods import METHODS, get_method
+from .methods import get_method
 from .result import Explanation
-from ..errors import InputError, check_text
-from .targets import ITMMatch, PBCPhrase, Target, VQAAnswer, model_heads, vqa_answer
+from .targets import Target
 
 
 def explain(model, inputs: ExplainInputs, target, method: str = "coattention_relevance",
@@ -97,49 +98,3 @@ def package(model, inputs, target, runner, attribution, seconds: float) -> Expla
     return Explanation(patch_scores=image[: grid * grid].reshape(grid, grid), box_scores=image[grid * grid:],
                        tokens=shown.tokens, token_scores=text, words=words, word_scores=np.asarray(word_scores),
                        target=target, method=runner.name, signed=runner.signed, metadata=metadata)
-
-
-class Explainer:
-    """A model, its processor and an image-feature cache: ``explain(image, text, ...)`` for interactive use."""
-
-    def __init__(self, model, processor, cache_size: int = 8):
-        self.model, self.processor = model.eval(), processor
-        self.cache = ImageFeatureCache(cache_size)
-
-    def inputs(self, image, text: str) -> ExplainInputs:
-        check_text(text, "text")
-        return ExplainInputs.build(self.processor, image, text).to(model_device(self.model))
-
-    def default_target(self, inputs: ExplainInputs):
-        """The top VQA answer, the ITM match, or the PBC phrase, whichever head the model has first."""
-        head = model_heads(self.model)[0] if model_heads(self.model) else None
-        inputs = inputs.to(model_device(self.model))
-        if head == "vqa":
-            with torch.no_grad():
-                features = self.cache.features(self.model, inputs.model_inputs["pixel_values"])
-                logits = forward(self.model, inputs, VQAAnswer(0), image_features=features).logits
-            return vqa_answer(self.model, int(logits.argmax()))
-        if head == "itm":
-            return ITMMatch(True)
-        if head == "pbc":
-            return PBCPhrase(phrase=self.processor.tokenizer.decode(inputs.model_inputs["input_ids"][0],
-                                                                    skip_special_tokens=True))
-        raise InputError(f"{type(self.model).__name__}: give a target explicitly (VCR items need VCRChoice)")
-
-    def explain(self, image, text: str, target=None, method: str = "coattention_relevance", answer=None,
-                **options) -> Explanation:
-        if answer is not None and target is not None:
-            raise InputError("give the answer or the target, not both")
-        inputs = self.inputs(image, text)
-        if answer is not None:
-            target = vqa_answer(self.model, answer)
-        target = target if target is not None else self.default_target(inputs)
-        return explain(self.model, inputs, target, method, cache=self.cache, **options)
-
-    def explain_all(self, image, text: str, target=None, methods=None, **options) -> dict[str, Explanation]:
-        """Every method that supports the target (or those named), on one input."""
-        inputs = self.inputs(image, text)
-        target = target if target is not None else self.default_target(inputs)
-        names = methods or [name for name, cls in METHODS.items() if cls.supports(target)]
-        return {name: explain(self.model, inputs, target, name, cache=self.cache, **options.get(name, {}))
-                for name in names}
