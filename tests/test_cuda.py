@@ -12,7 +12,7 @@ import torch
 
 from vle import VLEConfig, VLEForVQA
 from vle.explain import METHODS, ExplainInputs, Session, VQAAnswer, explain
-from vle.explain.faithfulness import examples, faithfulness
+from vle.shapes.faithfulness import examples, faithfulness
 from vle.explain.targets import vqa_answer
 from vle.processing_vle import VLEProcessor
 from vle.testing import tiny_processor

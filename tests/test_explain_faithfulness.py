@@ -9,8 +9,10 @@ import torch
 
 from vle import VLEConfig, VLEForVQA
 from vle.explain import ExplainInputs, VQAAnswer, explain, vqa_answer
-from vle.explain.faithfulness import (FAITHFULNESS_METHODS, auc, faithfulness, format_table, localisation,
-                                      perturbation_curve, removal_order)
+from vle.explain import METHODS
+from vle.explain.faithfulness import auc, perturbation_curve, removal_order
+from vle.metrics import localisation
+from vle.shapes.faithfulness import benchmark_methods, evidence_masks, faithfulness, format_table
 from vle.hub import shipped_models
 from vle.shapes import ANSWERS, make_scene, object_patches
 from vle.shapes.data import normalize
@@ -69,9 +71,9 @@ def test_perturbation_curves_start_unperturbed_and_end_fully_removed(model, exam
 def test_pointing_game_and_relevance_mass(example):
     scene, _ = example
     on_object = object_patches(scene, 0).astype(float)
-    hit, mass = localisation(on_object, scene, [0], 16)
+    hit, mass = localisation(on_object, *evidence_masks(scene, [0], 16))
     assert hit == 1.0 and mass > 0.3
-    hit, mass = localisation(1.0 - on_object, scene, [0], 16)
+    hit, mass = localisation(1.0 - on_object, *evidence_masks(scene, [0], 16))
     assert hit == 0.0 and mass < 0.1
 
 
@@ -93,8 +95,8 @@ def test_faithfulness_command_on_the_shipped_model(capsys):
 
     assert main(["faithfulness", "--n", "1", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
-    assert set(FAITHFULNESS_METHODS) <= set(results) and results["n_examples"] == 1
-    for name in FAITHFULNESS_METHODS:
+    assert set(benchmark_methods()) <= set(results) and results["n_examples"] == 1
+    for name in benchmark_methods():
         assert REQUIRED_KEYS <= set(results[name]), name
 
 
@@ -143,3 +145,23 @@ def test_integrated_gradients_warns_when_its_scores_do_not_add_up(shipped):
     with pytest.warns(UserWarning, match=r"convergence delta .* raise n_steps \(now 2\)"):
         e = explain(model, inputs, VQAAnswer(0), "integrated_gradients", n_steps=2)
     assert e.metadata["convergence_delta"] > 0.1 * abs(e.metadata["attribution_sum"])
+
+
+def test_every_registered_method_enters_the_benchmark_unless_it_opts_out():
+    from vle.explain.methods import Method, register
+
+    @register
+    class Enters(Method):
+        name = "test_enters"
+
+    @register
+    class OptsOut(Method):
+        name, benchmark = "test_opts_out", False
+
+    try:
+        names = benchmark_methods()
+        assert "test_enters" in names and "test_opts_out" not in names and "pbc" not in names  # pbc explains PBC only
+        assert set(names) == {n for n, cls in METHODS.items() if cls.benchmark and cls.supports(VQAAnswer(0))}
+    finally:
+        METHODS.pop("test_enters")
+        METHODS.pop("test_opts_out")

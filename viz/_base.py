@@ -8,6 +8,8 @@ from matplotlib import colormaps
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
+from vle.image_utils import load_image
+
 SIGNED_CMAP = "RdBu_r"  # red = supports the target, blue = speaks against it, white = zero
 UNSIGNED_CMAP = "inferno"
 BOX_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -34,7 +36,6 @@ def check_same_length(labels, scores: np.ndarray, label_name: str, score_name: s
 def as_rgb_array(image) -> np.ndarray:
     """A path, PIL image, array or tensor as a (H, W, 3) uint8 array, read by ``vle``'s one image loader (so a
     picture is drawn exactly as the model read it)."""
-    from vle.image_utils import load_image
 
     return np.asarray(load_image(image))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from vle.metrics import curve_auc
+
 from ._base import check_array, infer_signed, new_axes
 from .heatmap import plot_patch_relevance
 
@@ -12,21 +14,15 @@ _ORDER_STYLES = ("-", "--", ":", "-.")
 
 
 def compute_auc(fractions, values) -> float:
-    """Area under a curve sampled at ``fractions`` (trapezoid rule), normalised by the fraction range.
+    """Area under a curve sampled at ``fractions`` (trapezoid rule), normalised by the fraction range: the same
+    metric the faithfulness benchmark reports (``vle.metrics.curve_auc``), after checking the arrays.
 
     >>> compute_auc([0, 0.5, 1], [1, 1, 1])
     1.0
     """
     fractions = check_array(fractions, "fractions", 1, "(n_steps,)")
     values = check_array(values, "curve values", 1, "(n_steps,)")
-    if len(fractions) != len(values) or len(fractions) < 2:
-        raise ValueError(f"a curve needs one value per fraction and at least two points, got {len(fractions)} "
-                         f"fractions and {len(values)} values")
-    span = fractions[-1] - fractions[0]
-    if span <= 0:
-        raise ValueError("fractions must increase (from the first removal step to the last)")
-    area = np.sum((values[1:] + values[:-1]) * np.diff(fractions)) / 2
-    return float(area / span)
+    return curve_auc(fractions, values)
 
 
 def plot_perturbation_curves(fractions, curves, *, title: str | None = None, ylabel: str = "target probability",

@@ -12,19 +12,25 @@
     vle-workbench evaluate [--seed S] [--n N] [--json]
     vle-workbench faithfulness [--seed S] [--n N] [--json]   (explanation methods: faithfulness and localisation)
 
-Models are shipped names (offline), local folders or hub ids.
+Models are shipped names (offline), local folders or hub ids. Each command imports the model code (torch) when it
+runs, so ``--help`` and mistyped options answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
 import tempfile
 import traceback
 
-from .errors import InputError, dumps
+import numpy as np
+
+from .errors import InputError, dumps, read_json
+from .hub import shipped_models
+from .image_utils import load_image
 
 DEFAULT_MODELS = {
     "vqa": "vle-tiny-shapes-vqa", "itm": "vle-tiny-shapes", "pbc": "vle-tiny-shapes", "classify": "vle-tiny-shapes",
@@ -35,7 +41,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _pipe(task: str, model: str | None):
-    from .pipelines import pipeline
+    from .pipelines import pipeline  # heavy (torch): loaded when the command runs
 
     return pipeline(task, model or DEFAULT_MODELS[task])
 
@@ -114,8 +120,6 @@ def cmd_itm(args) -> None:
 
 
 def cmd_pbc(args) -> None:
-    import io
-
     result = _pipe("pbc", args.model)(image=args.image, text=args.text)
     encoded = io.BytesIO()
     result["image"].save(encoded, format=_pil_format(args.out))
@@ -129,9 +133,7 @@ def _pil_format(path: str) -> str:
 
 
 def cmd_vcr(args) -> None:
-    from .errors import read_json
-    from .image_utils import load_image
-    from .vcr import check_annotation, check_metadata
+    from .vcr import check_annotation, check_metadata  # heavy (torch): loaded when the command runs
 
     annotation = read_json(args.annotation, "VCR annotation")
     metadata = read_json(args.metadata, "VCR metadata")
@@ -147,7 +149,7 @@ def cmd_classify(args) -> None:
 
 
 def cmd_vqa_llm(args) -> None:
-    from .llm import vqa_with_llm
+    from .llm import vqa_with_llm  # heavy (torch): loaded when the command runs
 
     if args.local:
         given = [flag for flag, value in (("--base-url", args.base_url), ("--model", args.model),
@@ -165,16 +167,12 @@ def cmd_vqa_llm(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .hub import shipped_models
-
     if DEFAULT_MODELS["vqa"] in shipped_models():
-        from .demo import run_shapes_demo
+        from .demo import run_shapes_demo  # heavy (torch): loaded when the command runs
 
         run_shapes_demo()
         return
-    import numpy as np
-
-    from .testing import tiny_vqa_pipeline
+    from .testing import tiny_vqa_pipeline  # heavy (torch): loaded when the command runs
 
     print("The embedded shapes model is not shipped yet: running the VQA pipeline on a TINY RANDOM model, so the "
           "answers below mean nothing; they show the pipeline end to end.")
@@ -192,8 +190,7 @@ def cmd_explain(args) -> None:
     runs the image tower once: the answers and the explanation share its features."""
     import viz  # rendering stays outside vle: imported only by this command
 
-    from .explain import Session, get_method
-    from .image_utils import load_image
+    from .explain import Session, get_method  # heavy (torch): loaded when the command runs
 
     get_method(args.method)  # an unknown method fails before any model is loaded
     session = Session.from_pretrained(args.model or DEFAULT_MODELS["vqa"], head="vqa")
@@ -213,7 +210,7 @@ def cmd_explain(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .shapes.train import default_processes, train
+    from .shapes.train import default_processes, train  # heavy (torch): loaded when the command runs
 
     processes = default_processes(args.recipe, limit=args.threads or 8) if args.processes is None else args.processes
     timings = train(args.out, recipe=args.recipe, seed=args.seed, threads=args.threads, processes=processes)
@@ -221,8 +218,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .shapes.evaluate import DEFAULT_SEED, evaluate, format_table
-    from .shapes.train import run_models
+    from .shapes.evaluate import DEFAULT_SEED, evaluate, format_table  # heavy: torch
+    from .shapes.train import run_models  # heavy (torch): loaded when the command runs
 
     models = run_models(args.models) if args.models else None
     results = evaluate(seed=DEFAULT_SEED if args.seed is None else args.seed, n=args.n, models=models,
@@ -231,7 +228,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_faithfulness(args) -> None:
-    from .explain.faithfulness import DEFAULT_MODEL, DEFAULT_QUESTIONS, faithfulness, format_table
+    from .shapes.faithfulness import DEFAULT_MODEL, DEFAULT_QUESTIONS, faithfulness, format_table  # heavy: torch
 
     n = DEFAULT_QUESTIONS if args.n is None else args.n
     results = faithfulness(seed=args.seed, n=n, model=args.model or DEFAULT_MODEL, progress=not args.json)
@@ -338,9 +335,9 @@ def main(argv=None) -> int:
         print(f"vle-workbench {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001  (the one place every failure becomes a message)
-        from .llm.backends import LLMError
-
-        user = isinstance(error, USER_ERRORS + (LLMError,)) or _is_user_os_error(error)
+        backends = sys.modules.get("vle.llm.backends")  # an LLM error can only come once it was imported
+        llm_errors = (backends.LLMError,) if backends else ()
+        user = isinstance(error, USER_ERRORS + llm_errors) or _is_user_os_error(error)
         if args.debug and not user:
             traceback.print_exc()
         print(f"vle-workbench {args.command}: error: {_one_line(error)}", file=sys.stderr)

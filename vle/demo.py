@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .pipelines import pipeline
+
 PICS = Path(__file__).resolve().parent.parent / "pics"
 
 
 def run_shapes_demo(scene: str = "shapes_0", top_k: int = 3) -> int:
     """Print each example question of ``pics/<scene>.json``, the model's top answers and the truth; returns the
     number answered correctly."""
-    from .pipelines import pipeline
 
     record = json.loads((PICS / f"{scene}.json").read_text())
     image = PICS / f"{scene}.png"

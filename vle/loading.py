@@ -10,6 +10,7 @@ import pickle
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from transformers.utils import cached_file, logging
 
 from .errors import InputError
@@ -28,7 +29,6 @@ class MissingHeadError(ValueError):
 def readable_loading_errors(path: str, what: str = "model"):
     """Turn what a broken or unreachable checkpoint raises deep inside transformers, safetensors or torch into one
     ``InputError`` that names the folder and says what to do."""
-    from safetensors import SafetensorError
 
     try:
         yield
@@ -96,7 +96,6 @@ def checkpoint_keys(path: str, hub_kwargs: dict | None = None) -> dict[str, tupl
     if weight_file is None:
         return {}
     if weight_file.endswith(".safetensors"):
-        from safetensors import safe_open
 
         with safe_open(weight_file, framework="pt") as handle:
             return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}

@@ -28,8 +28,13 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
 
 from .configuration_vle import VLEConfig
-from .loading import (align_config_with_checkpoint, check_loading_info, interpolate_position_embedding,
-                      readable_loading_errors)
+from .hub import resolve_model_path
+from .loading import (
+    align_config_with_checkpoint,
+    check_loading_info,
+    interpolate_position_embedding,
+    readable_loading_errors,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -279,7 +284,6 @@ class VLEPreTrainedModel(PreTrainedModel):
         load with no missing weight. A head the checkpoint lacks is an error naming it, unless
         ``init_new_head=True`` (fine-tuning a new head). ``image_size`` interpolates the position embeddings.
         """
-        from .hub import resolve_model_path
 
         path = resolve_model_path(pretrained_model_name_or_path)
         output_loading_info = kwargs.pop("output_loading_info", False)

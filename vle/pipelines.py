@@ -20,8 +20,11 @@ from PIL import Image
 from transformers import Pipeline
 
 from .errors import InputError, check_choice, check_int, check_no_extra, check_text, check_texts
+from .hub import resolve_model_path
 from .image_utils import crop_geometry, load_image
 from .modeling_vle import HEADS
+from .processing_vle import VLEProcessor
+from .vcr import BOX_MAPPINGS, TASKS, check_annotation
 
 
 class _VLEPipeline(Pipeline):
@@ -183,15 +186,11 @@ class VLEForVCRPipeline(_VLEPipeline):
     input_keys = ("image", "annotation", "metadata")
 
     def __init__(self, model, processor, task: str = "q2a", box_mapping: str = "crop", **kwargs):
-        from .vcr import BOX_MAPPINGS, TASKS
-
         self.vcr_task = check_choice(task, "task", TASKS)
         self.box_mapping = check_choice(box_mapping, "box_mapping", BOX_MAPPINGS)
         super().__init__(model, processor, **kwargs)
 
     def check_example(self, example):
-        from .vcr import check_annotation
-
         check_annotation(example["annotation"], self.vcr_task)
         if not isinstance(example["metadata"], dict):
             raise InputError(f"the metadata must be a JSON object with boxes, width and height; got "
@@ -279,8 +278,6 @@ def pipeline_tasks() -> dict[str, tuple[str, type]]:
 def pipeline(task: str, model, processor=None, device=None, **kwargs) -> _VLEPipeline:
     """Build a VLE pipeline: ``task`` in vqa, itm, pbc, vcr_q2a, vcr_qa2r, classify (and any registered head);
     ``model`` a name, folder, hub id or a loaded model; ``processor`` defaults to the one saved with the model."""
-    from .hub import resolve_model_path
-    from .processing_vle import VLEProcessor
 
     tasks = pipeline_tasks()
     if task not in tasks:

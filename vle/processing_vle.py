@@ -13,10 +13,14 @@ from __future__ import annotations
 import warnings
 
 import numpy as np  # noqa: F401  (used by the docstring example)
+import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from .errors import InputError, check_int, check_text, check_texts
+from .hub import shipped_path
 from .image_utils import load_image
+from .loading import readable_loading_errors
+from .vcr import build_vcr_inputs
 
 DEFAULT_MAX_TEXT_LENGTH = 512
 
@@ -32,8 +36,6 @@ class VLEProcessor(ProcessorMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """A folder, a hub id, or a model shipped inside this package by name (like the models)."""
-        from .hub import shipped_path
-        from .loading import readable_loading_errors
 
         shipped = shipped_path(pretrained_model_name_or_path)
         path = str(shipped) if shipped else pretrained_model_name_or_path
@@ -91,7 +93,6 @@ class VLEProcessor(ProcessorMixin):
     def vcr(self, annotation, image, metadata, task: str = "q2a", max_length: int = 80, box_mapping: str = "crop",
             patch_size: int = 16) -> BatchFeature:
         """VCR annotation(s) → batched multiple-choice inputs; see ``vle.vcr.build_vcr_inputs``."""
-        from .vcr import build_vcr_inputs
 
         return build_vcr_inputs(self, annotation, image, metadata, task=task, max_length=max_length,
                                 box_mapping=box_mapping, patch_size=patch_size)

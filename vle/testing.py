@@ -8,6 +8,16 @@ import os
 import random
 import tempfile
 
+import torch
+from transformers import DebertaV2Tokenizer
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from .configuration_vle import VLEConfig
+from .modeling_vle import VLEForVQA
+from .pipelines import VLEForVQAPipeline
+from .processing_vle import VLEProcessor
+from .tokenization import train_sentencepiece
+
 TINY_WORDS = ("a an the red green blue yellow purple orange circle square triangle object is are left right of above "
               "below what color shape size how many there yes no small large and nearest to farthest from because "
               "person car dog cat on in with who why where").split()
@@ -20,19 +30,12 @@ def tiny_corpus(n: int = 400, seed: int = 0) -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def tiny_tokenizer_dir() -> str:
-    from .tokenization import train_sentencepiece
-
     folder = os.path.join(tempfile.gettempdir(), f"vle-tiny-spm-{os.getpid()}")
     train_sentencepiece(tiny_corpus(), folder, vocab_size=100)
     return folder
 
 
 def tiny_processor(image_size: int = 32):
-    from transformers import DebertaV2Tokenizer
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    from .processing_vle import VLEProcessor
-
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
                                             crop_size={"height": image_size, "width": image_size})
     return VLEProcessor(image_processor=image_processor, tokenizer=DebertaV2Tokenizer.from_pretrained(tiny_tokenizer_dir()))
@@ -40,11 +43,6 @@ def tiny_processor(image_size: int = 32):
 
 def tiny_vqa_pipeline(answers=("red", "blue", "circle")):
     """A VQA pipeline on a tiny random model (answers mean nothing): for docstrings and tests."""
-    import torch
-
-    from .configuration_vle import VLEConfig
-    from .modeling_vle import VLEForVQA
-    from .pipelines import VLEForVQAPipeline
 
     torch.manual_seed(0)
     config = VLEConfig.tiny(id2label=dict(enumerate(answers)))
@@ -53,9 +51,6 @@ def tiny_vqa_pipeline(answers=("red", "blue", "circle")):
 
 def save_tiny_model(model_class, folder: str, seed: int = 0, **config_overrides):
     """Save a tiny random model of ``model_class`` with its processor into ``folder`` (a loadable checkpoint)."""
-    import torch
-
-    from .configuration_vle import VLEConfig
 
     torch.manual_seed(seed)
     model = model_class(VLEConfig.tiny(**config_overrides)).eval()

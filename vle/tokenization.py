@@ -16,6 +16,9 @@ import json
 import os
 from typing import Iterable
 
+import sentencepiece as spm
+from transformers import DebertaV2Tokenizer
+
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]", "unk_token": "[UNK]",
                   "bos_token": "[CLS]", "eos_token": "[SEP]", "mask_token": "[MASK]"}
 
@@ -25,8 +28,6 @@ def train_sentencepiece(sentences: Iterable[str], out_dir: str, vocab_size: int 
     """Train a SentencePiece model (``model_type``: unigram, bpe, word or char) on ``sentences`` and write
     ``spm.model`` plus the tokenizer files of the hfl checkpoints into ``out_dir``; returns the loaded
     DebertaV2Tokenizer. Deterministic for the same input."""
-    import sentencepiece as spm
-    from transformers import DebertaV2Tokenizer
 
     os.makedirs(out_dir, exist_ok=True)
     model = io.BytesIO()

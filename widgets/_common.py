@@ -14,7 +14,14 @@ from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
+from transformers.utils import logging
+
+from viz import figure_to_png
+from vle.errors import InputError
+from vle.explain import Session
+from vle.image_utils import load_image
 
 PICS = Path(__file__).resolve().parent.parent / "pics"
 DPI = 90  # enough for a 128-pixel scene; higher DPIs cost re-render time without showing more
@@ -25,7 +32,6 @@ DPI = 90  # enough for a 128-pixel scene; higher DPIs cost re-render time withou
 @contextmanager
 def _no_progress_bars():
     """transformers draws a progress bar per checkpoint load: noise inside an app."""
-    from transformers.utils import logging
 
     was_enabled = logging.is_progress_bar_enabled()
     logging.disable_progress_bar()
@@ -41,7 +47,6 @@ def load_session(model: str, head: str | None = None):
     """A ``vle.explain.Session`` on a shipped/saved model by name, loaded once per process (explorers on the same
     model share it, and its image-feature cache). ``head``: a task name of ``vle.HEADS`` (default: the checkpoint's
     own head)."""
-    from vle.explain import Session
 
     with _no_progress_bars():
         return Session.from_pretrained(model, head=head)
@@ -123,7 +128,6 @@ class ImagePicker(W.VBox):
     def image(self) -> Image.Image:
         """The chosen image, read by ``vle``'s one loader (EXIF orientation, 16-bit and float images, bombs and bad
         files handled as everywhere else)."""
-        from vle.image_utils import load_image
 
         if self.source.value == "(path)":
             if not self.path.value.strip():
@@ -140,15 +144,12 @@ class ImagePicker(W.VBox):
 # -- output ----------------------------------------------------------------------------------------------------------
 
 def figure_png(figure, dpi: int = DPI) -> bytes:
-    from viz import figure_to_png
-
     return figure_to_png(figure, dpi=dpi)
 
 
 def fixed_axes(figsize=(4.6, 4.2)):
     """(figure, axes) with a fixed layout: the viz default (constrained layout) costs tens of milliseconds per draw,
     too much for a slider that redraws on every move."""
-    from matplotlib.figure import Figure
 
     figure = Figure(figsize=figsize)
     return figure, figure.add_axes((0.01, 0.02, 0.98, 0.88))
@@ -218,7 +219,6 @@ class Status(W.VBox):
 
 def describe_error(error: BaseException) -> str:
     """The error in one line a user can act on; the traceback's last frame for unexpected kinds."""
-    from vle.errors import InputError
 
     if isinstance(error, InputError):
         return str(error)

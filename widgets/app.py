@@ -5,6 +5,11 @@ from __future__ import annotations
 import ipywidgets as W
 
 from ._common import describe_error
+from .attention import AttentionExplorer
+from .comparison import MethodComparison
+from .itm import ITMExplorer
+from .vcr import VCRExplorer
+from .vqa import VQAExplorer
 
 TABS = ("VQA", "Attention", "ITM / PBC", "VCR", "Compare methods")
 
@@ -13,11 +18,6 @@ def workbench(vqa_model: str = "vle-tiny-shapes-vqa", pretrained_model: str = "v
               vcr_models=("vle-tiny-shapes-vcr-q2a", "vle-tiny-shapes-vcr-qa2r"), llm=None) -> W.Tab:
     """A Tab with the VQA explorer first; an explorer that cannot start (e.g. its model is missing) shows why in its
     tab and the others still work."""
-    from .attention import AttentionExplorer
-    from .comparison import MethodComparison
-    from .itm import ITMExplorer
-    from .vcr import VCRExplorer
-    from .vqa import VQAExplorer
 
     makers = (lambda: VQAExplorer(vqa_model, llm=llm), lambda: AttentionExplorer(vqa_model),
               lambda: ITMExplorer(pretrained_model), lambda: VCRExplorer(*vcr_models),

@@ -11,7 +11,21 @@ from __future__ import annotations
 
 import ipywidgets as W
 
-from ._common import DPI, ImagePicker, Quiet, Status, figure_png, fixed_axes, layer_choices, load_session, picture, timed
+from viz import plot_attention_grid, plot_patch_attention, plot_word_attention
+
+from ._common import (
+    DPI,
+    ImagePicker,
+    Quiet,
+    Status,
+    describe_error,
+    figure_png,
+    fixed_axes,
+    layer_choices,
+    load_session,
+    picture,
+    timed,
+)
 
 DIRECTIONS = ("word → image", "patch → words", "layer × head grid")
 
@@ -73,7 +87,6 @@ class AttentionExplorer(W.VBox, Quiet):
 
     def render(self) -> None:
         """Redraw from the recorded maps (no model call)."""
-        from viz import plot_attention_grid, plot_patch_attention, plot_word_attention
 
         if self._quiet or self.maps is None or self.token.value is None:
             return
@@ -94,6 +107,5 @@ class AttentionExplorer(W.VBox, Quiet):
                                                  image=self._image, opacity=self.opacity.value)
                 self.figure.value = figure_png(figure, self.dpi)
             except Exception as error:  # noqa: BLE001
-                from ._common import describe_error
 
                 self.status.show(describe_error(error), "error")

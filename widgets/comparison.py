@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ipywidgets as W
 
+from viz import plot_method_comparison
+from vle.explain import VQAAnswer, vqa_answer
+
 from ._common import DPI, ImagePicker, Status, describe_error, figure_png, load_session, picture, timed
 
 DEFAULT_METHODS = ("coattention_relevance", "rollout", "raw_attention", "gradcam", "random")
@@ -19,7 +22,6 @@ class MethodComparison(W.VBox):
 
     def __init__(self, model: str = "vle-tiny-shapes-vqa", image: str | None = "shapes_0",
                  question: str = "what size is the green object ?", methods=DEFAULT_METHODS, dpi: int = DPI):
-        from vle.explain import VQAAnswer
 
         self.session, self.dpi = load_session(model, "vqa"), dpi
         self.model = self.session.model
@@ -47,7 +49,6 @@ class MethodComparison(W.VBox):
 
     def run(self) -> None:
         """Explain the target (the answer picked, or the top answer for a new question) with every selected method."""
-        from vle.explain import vqa_answer
 
         names = list(self.methods.value)
         with self.status.run(self.run_button, steps=len(names) + 1, text="answering …") as status:
@@ -72,8 +73,6 @@ class MethodComparison(W.VBox):
             self.render()
 
     def render(self) -> None:
-        from viz import plot_method_comparison
-
         if not self.explanations:
             return
         with timed(self.timings, "render"):

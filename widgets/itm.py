@@ -11,8 +11,22 @@ import html
 
 import ipywidgets as W
 
-from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, html_table, load_session,
-                      picture, score_bar, timed)
+from viz import plot_patch_relevance, plot_pbc_overlay
+from vle.explain import METHODS, ITMMatch, PBCPhrase
+
+from ._common import (
+    DPI,
+    ImagePicker,
+    Status,
+    describe_error,
+    figure_png,
+    fixed_axes,
+    html_table,
+    load_session,
+    picture,
+    score_bar,
+    timed,
+)
 
 VIEWS = ("PBC: where the phrase is", "ITM: why it matches")
 
@@ -22,7 +36,6 @@ class ITMExplorer(W.VBox):
 
     def __init__(self, model: str = "vle-tiny-shapes", image: str | None = "shapes_0", phrase: str | None = None,
                  labels: str = "circle, square, triangle", dpi: int = DPI):
-        from vle.explain import METHODS, ITMMatch
 
         self.model_name, self.dpi = model, dpi
         self.session = load_session(model, "pretraining")
@@ -66,8 +79,6 @@ class ITMExplorer(W.VBox):
             self.phrase.value = record["caption"]["text"]
 
     def run(self) -> None:
-        from vle.explain import ITMMatch, PBCPhrase
-
         with self.status.run(self.run_button, steps=3, text="matching …") as status:
             phrase = self.phrase.value.strip()
             if not phrase:
@@ -90,8 +101,6 @@ class ITMExplorer(W.VBox):
             self.render()
 
     def itm_explanation(self):
-        from vle.explain import ITMMatch
-
         method = self.method.value
         if method not in self.itm_cache:
             self.itm_cache[method] = self.session.explain(self.inputs, target=ITMMatch(True), method=method)
@@ -116,8 +125,6 @@ class ITMExplorer(W.VBox):
         return "<b>zero-shot labels</b>" + html_table(rows, ("label", "share", "", "P(match)"))
 
     def render(self) -> None:
-        from viz import plot_pbc_overlay, plot_patch_relevance
-
         if self.pbc is None:
             return
         with timed(self.timings, "render"):

@@ -7,9 +7,12 @@ user type a server URL.
 
 from __future__ import annotations
 
+import hashlib
 import html
 
 import ipywidgets as W
+
+from vle.llm import LLMNotConfiguredError, answer_with_llm, resolve_captioner, resolve_llm
 
 from ._common import Status, html_table, score_bar
 
@@ -43,7 +46,6 @@ class LLMPanel(W.VBox):
     def configure(self, llm=None, quiet: bool = False) -> bool:
         """Use ``llm`` (a URL, model id, backend or function; None: the environment). Returns whether a backend is
         set; when none is, the panel says how to configure one."""
-        from vle.llm import LLMNotConfiguredError, resolve_llm
 
         try:
             self.backend = resolve_llm(llm)
@@ -61,20 +63,15 @@ class LLMPanel(W.VBox):
         return self.backend is not None
 
     def caption(self, image) -> str:
-        import hashlib
-
         key = hashlib.sha1(image.tobytes()).hexdigest()
         if key not in self._captions:
             if self._captioner is None:
-                from vle.llm import resolve_captioner
 
                 self._captioner = resolve_captioner(self._captioner_spec, self.vqa_model)
             self._captions[key] = str(self._captioner(image))
         return self._captions[key]
 
     def ask(self) -> None:
-        from vle.llm import answer_with_llm
-
         with self.status.run(self.ask_button, steps=2, text="captioning …") as status:
             if self.backend is None:
                 raise ValueError("no LLM backend: type a server URL above, or set VLE_LLM_BASE_URL and restart")

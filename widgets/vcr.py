@@ -10,8 +10,23 @@ from __future__ import annotations
 import copy
 
 import ipywidgets as W
-from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, load_session, picture,
-                      scene_names, scene_record, timed)
+
+from viz import plot_patch_relevance, plot_token_strip, plot_vcr_choices, referenced_objects
+from vle.explain import METHODS, Session, VCRChoice
+
+from ._common import (
+    DPI,
+    ImagePicker,
+    Status,
+    describe_error,
+    figure_png,
+    fixed_axes,
+    load_session,
+    picture,
+    scene_names,
+    scene_record,
+    timed,
+)
 
 STAGES = {"answers (Q → A)": "q2a", "rationales (QA → R)": "qa2r"}
 GIVEN = ("the correct answer", "the model's answer")
@@ -22,7 +37,6 @@ class VCRExplorer(W.VBox):
 
     def __init__(self, q2a: str = "vle-tiny-shapes-vcr-q2a", qa2r: str = "vle-tiny-shapes-vcr-qa2r",
                  image: str | None = "shapes_0", dpi: int = DPI):
-        from vle.explain import METHODS, Session, VCRChoice
 
         self.model_names, self.dpi = {"q2a": q2a, "qa2r": qa2r}, dpi
         self.results: dict = {}  # task → {"inputs", "probabilities", "choices", "annotation"}
@@ -65,8 +79,6 @@ class VCRExplorer(W.VBox):
                 "session": session}
 
     def run(self) -> None:
-        from viz import plot_vcr_choices
-
         with self.status.run(self.run_button, steps=3, text="answering …") as status:
             record = self.picker.record
             if not record or "vcr" not in record:
@@ -96,8 +108,6 @@ class VCRExplorer(W.VBox):
             self.explain_choice()
 
     def explain_choice(self) -> None:
-        from vle.explain import VCRChoice
-
         task = STAGES[self.stage.value]
         if task not in self.results:
             return
@@ -116,8 +126,6 @@ class VCRExplorer(W.VBox):
             self.status.show(describe_error(error), "error")
 
     def render(self) -> None:
-        from viz import plot_patch_relevance, plot_token_strip, referenced_objects
-
         e = getattr(self, "explanation", None)
         if e is None:
             return

@@ -14,8 +14,24 @@ import html
 
 import ipywidgets as W
 
-from ._common import (DPI, ImagePicker, Quiet, Status, describe_error, figure_png, fixed_axes, html_table,
-                      layer_choices, load_session, picture, score_bar, timed)
+from viz import plot_patch_relevance, plot_token_strip
+from vle.explain import METHODS, VQAAnswer, VQAContrast
+
+from ._common import (
+    DPI,
+    ImagePicker,
+    Quiet,
+    Status,
+    describe_error,
+    figure_png,
+    fixed_axes,
+    html_table,
+    layer_choices,
+    load_session,
+    picture,
+    score_bar,
+    timed,
+)
 from .llm_panel import LLMPanel
 
 DEFAULT_MODEL = "vle-tiny-shapes-vqa"
@@ -32,7 +48,6 @@ class VQAExplorer(W.VBox, Quiet):
 
     def __init__(self, model: str = DEFAULT_MODEL, image: str | None = "shapes_0", question: str = "",
                  top_k: int = 5, method: str = "coattention_relevance", llm=None, captioner=None, dpi: int = DPI):
-        from vle.explain import METHODS
 
         self.session = load_session(model, "vqa")  # the model, its processor and the per-image feature cache
         self.model, self.dpi = self.session.model, dpi
@@ -136,8 +151,6 @@ class VQAExplorer(W.VBox, Quiet):
     # -- targets, methods and their options --------------------------------------------------------------------------
 
     def current_target(self):
-        from vle.explain import VQAAnswer, VQAContrast
-
         if self.target.value is None:
             return None
         names = self.model.config.id2label
@@ -148,8 +161,6 @@ class VQAExplorer(W.VBox, Quiet):
         return VQAAnswer(index, str(names[index]))
 
     def compatible_methods(self, target=None) -> list[str]:
-        from vle.explain import VQAAnswer
-
         return self.session.methods_for(target or self.current_target() or VQAAnswer(0))
 
     def _refresh_methods(self) -> None:
@@ -242,8 +253,6 @@ class VQAExplorer(W.VBox, Quiet):
             self._render_text()
 
     def render_heatmap(self) -> None:
-        from viz import plot_patch_relevance
-
         e = self.explanation
         if e is None:
             return
@@ -263,8 +272,6 @@ class VQAExplorer(W.VBox, Quiet):
         return [tuple(o["box"]) + (f"{o['index']}",) for o in chosen]
 
     def _render_text(self) -> None:
-        from viz import plot_token_strip
-
         e = self.explanation
         figure = plot_token_strip(e.words, e.word_scores, signed=e.signed, width=4.5, title="words")
         self.tokens.value = figure_png(figure, self.dpi)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .recorder import base_model
+
 _TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -136,8 +138,6 @@ class ImageFeatureCache:
         return id(model), tuple(pixel_values.shape), digest
 
     def features(self, model, pixel_values: torch.Tensor) -> torch.Tensor:
-        from .recorder import base_model
-
         key = self.key(model, pixel_values)
         if key in self._store:
             self.hits += 1

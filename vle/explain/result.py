@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -126,8 +127,6 @@ class Explanation:
 
     @classmethod
     def load(cls, path) -> "Explanation":
-        import zipfile
-
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))

@@ -9,12 +9,13 @@ template, ``backends`` / ``local`` for LLMs and ``captioners`` for captions.
 """
 
 from .answer import VQALLMResult, answer_with_llm
-from .backends import ChatCompletionsBackend, FunctionBackend, LLMError, LLMNotConfiguredError, resolve_llm
+from .backends import ChatCompletionsBackend, FunctionBackend, LLMError, LLMNotConfiguredError
 from .captioners import ShapesCaptioner, TransformersCaptioner, resolve_captioner
 from .local import TransformersBackend
 from .parsing import Choice, read_choice
 from .pipeline import VQAWithLLM, vqa_with_llm
 from .prompt import DEFAULT_TEMPLATE, Candidate, PromptTemplate
+from .resolve import resolve_llm
 
 __all__ = [
     "DEFAULT_TEMPLATE", "Candidate", "ChatCompletionsBackend", "Choice", "FunctionBackend", "LLMError",

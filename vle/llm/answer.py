@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import InputError, check_int, check_number, check_text
-from .backends import LLMError, resolve_llm
+from .backends import LLMError
 from .parsing import Choice, clean_reply, read_choice
 from .prompt import DEFAULT_TEMPLATE, Candidate, PromptTemplate, letter_candidates
+from .resolve import resolve_llm
 
 SOURCES = ("letter", "answer text", "unparseable", "llm error")
 

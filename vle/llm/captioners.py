@@ -17,11 +17,19 @@ True
 from __future__ import annotations
 
 import itertools
+import json
 import os
 
 import numpy as np  # noqa: F401  (used by the docstring example)
+import torch
+import transformers
+from transformers.pipelines import SUPPORTED_TASKS
 
+from ..hub import SHIPPED_DIR, resolve_model_path
 from ..image_utils import load_image
+from ..loading import readable_loading_errors
+from ..modeling_vle import VLEForITM
+from ..processing_vle import VLEProcessor
 from ..shapes.tasks_common import RELATIONS
 from ..shapes.tasks_other import Caption, Mention, parse_caption  # noqa: F401  (parse_caption: docstring)
 from ..shapes.world import COLORS, SHAPES, SIZES
@@ -38,9 +46,6 @@ class ShapesCaptioner:
     def __init__(self, model=DEFAULT_SHAPES_CAPTIONER, processor=None, relational: bool = True, beam: int = 4,
                  n_captions: int = 1, batch_size: int = 64):
         if isinstance(model, (str, os.PathLike)):
-            from ..hub import resolve_model_path
-            from ..modeling_vle import VLEForITM
-            from ..processing_vle import VLEProcessor
 
             path = resolve_model_path(model)
             model, processor = VLEForITM.from_pretrained(path), processor or VLEProcessor.from_pretrained(path)
@@ -77,7 +82,6 @@ class ShapesCaptioner:
 
     def match(self, image, texts: list[str]) -> list[float]:
         """ITM match probability of each text with ``image``."""
-        import torch
 
         out = []
         with torch.no_grad():
@@ -99,15 +103,12 @@ class TransformersCaptioner:
 
     def __init__(self, model: str = DEFAULT_PHOTO_CAPTIONER, prompt: str | None = None, max_new_tokens: int = 30,
                  device=None):
-        from transformers import pipeline
-        from transformers.pipelines import SUPPORTED_TASKS
 
         self.task = "image-to-text" if "image-to-text" in SUPPORTED_TASKS else "image-text-to-text"
         self.name, self.prompt, self.max_new_tokens = os.fspath(model), prompt, max_new_tokens
-        from ..loading import readable_loading_errors
 
         with readable_loading_errors(self.name, "captioning model"):
-            self.pipe = pipeline(self.task, model=self.name, device=device)
+            self.pipe = transformers.pipeline(self.task, model=self.name, device=device)
 
     def __call__(self, image) -> str:
         image = load_image(image)
@@ -147,10 +148,6 @@ def resolve_captioner(captioner=None, vqa_model_name: str | None = None):
 
 
 def _is_vle_model(name: str) -> bool:
-    import json
-
-    from ..hub import SHIPPED_DIR
-
     folder = SHIPPED_DIR / name if "/" not in name and (SHIPPED_DIR / name).is_dir() else name
     config = os.path.join(folder, "config.json")
     if not os.path.isfile(config):

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import os
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..loading import readable_loading_errors
 from .backends import LLMError
 
 
@@ -22,13 +26,9 @@ class TransformersBackend:
     forces the template on or off; by default it is used when the tokenizer defines one."""
 
     def __init__(self, model, tokenizer=None, device=None, chat_template: bool | None = None, dtype=None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         if isinstance(model, (str, os.PathLike)):
             source = os.fspath(model)
             self.name = f"transformers model {source}"
-            from ..loading import readable_loading_errors
 
             with readable_loading_errors(source, "language model"):
                 tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)

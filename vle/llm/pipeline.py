@@ -22,12 +22,15 @@ from __future__ import annotations
 import numpy as np  # noqa: F401  (used by the docstring example)
 
 from ..errors import InputError, check_int, check_no_extra, check_number
+from ..hub import resolve_model_path
 from ..image_utils import load_image
+from ..modeling_vle import VLEForVQA
 from ..pipelines import VLEForVQAPipeline
+from ..processing_vle import VLEProcessor
 from .answer import VQALLMResult, answer_with_llm
-from .backends import resolve_llm
 from .captioners import resolve_captioner
 from .prompt import DEFAULT_TEMPLATE, PromptTemplate
+from .resolve import resolve_llm
 
 DEFAULT_TOP_K = 4  # the demo's
 
@@ -83,9 +86,6 @@ def vqa_with_llm(vqa: str = "vle-tiny-shapes-vqa", captioner=None, llm=None, dev
     shapes models, else the demo's BLIP. ``llm``: a URL, a transformers model id/folder, a backend or a function;
     None reads VLE_LLM_BASE_URL etc. ``llm_settings`` go to the backend (``model``, ``api_key``, ``timeout``,
     ``retries`` ...). Raises ``LLMNotConfiguredError`` before loading anything when no LLM is configured."""
-    from ..hub import resolve_model_path
-    from ..modeling_vle import VLEForVQA
-    from ..processing_vle import VLEProcessor
 
     backend = resolve_llm(llm, **(llm_settings or {}))
     path = resolve_model_path(vqa)

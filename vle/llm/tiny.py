@@ -11,7 +11,12 @@ check that a local model's reply travels through the VQA+LLM pipeline.
 
 from __future__ import annotations
 
-import os
+import os  # noqa: F401  (used by the docstring example)
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers.pre_tokenizers import Whitespace
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from .prompt import DEFAULT_TEMPLATE
 
@@ -22,7 +27,6 @@ EXTRA_WORDS = ("A B C D E yes no 0 1 2 3 4 5 6 red green blue yellow purple oran
 
 def tiny_vocabulary() -> list[str]:
     """Special tokens, the words of the default prompts and the shapes world's answers (order fixed)."""
-    from tokenizers.pre_tokenizers import Whitespace
 
     words = list(EXTRA_WORDS)
     for text in (DEFAULT_TEMPLATE.short, DEFAULT_TEMPLATE.long):
@@ -33,9 +37,6 @@ def tiny_vocabulary() -> list[str]:
 def save_tiny_causal_lm(folder: str, always: str | None = None, seed: int = 0) -> str:
     """Save a random two-layer GPT-2 (16-wide) and its tokenizer into ``folder``; returns the folder.
     ``always``: a vocabulary word the model then predicts after every prompt (greedy)."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     vocabulary = {word: i for i, word in enumerate(tiny_vocabulary())}
     if always is not None and always not in vocabulary:

@@ -16,8 +16,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .tasks import (ANSWERS, MPC_CLASSES, caption_holds, make_caption, make_mpc, make_negative_caption, make_pbc,
-                    make_vqa)
+from ..vcr import build_vcr_inputs
+from .tasks import (
+    ANSWERS,
+    MPC_CLASSES,
+    caption_holds,
+    make_caption,
+    make_mpc,
+    make_negative_caption,
+    make_pbc,
+    make_vqa,
+)
 from .tasks_vcr import draw_vcr, tagged_objects
 from .world import COLORS, make_scene, object_patches, patch_attributes, patch_coverage
 
@@ -217,7 +226,6 @@ def vcr_batch(pool: ScenePool, processor, rng, index: np.ndarray, task: str = "q
     scene (repeat one to draw it more often), else of any applicable family. ``with_roles`` (Q->A only) adds
     ``nearer_roles``: the rows (item * choices + choice) of the choices "[a] is nearer to [x] ." whose x the question
     asked about, and their ``offsets`` (n, 4): ([x] - [a], [y] - [a]) / image size, y the other object asked about."""
-    from ..vcr import build_vcr_inputs
 
     records = [draw_vcr(pool.scenes[i], rng, f"shapes_{pool.scenes[i].seed}.png", families) for i in index]
     images = [pool.scenes[i].pixels for i in index]

@@ -13,9 +13,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import ScenePool, mpc_batch, normalize, pbc_batch, vcr_batch
-from .tasks import (NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, VQA_FAMILIES, make_caption, make_negative_caption,
-                    make_vqa)
+from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
+from ..hub import resolve_model_path
+from ..processing_vle import VLEProcessor
+from .data import HELD_OUT_SEED, ScenePool, mpc_batch, normalize, pbc_batch, vcr_batch
+from .tasks import (
+    NONRELATIONAL_FAMILIES,
+    RELATIONAL_FAMILIES,
+    VQA_FAMILIES,
+    make_caption,
+    make_negative_caption,
+    make_vqa,
+)
 
 DEFAULT_SEED = 1_000_003
 SHIPPED = {"pretraining": "vle-tiny-shapes", "vqa": "vle-tiny-shapes-vqa", "vcr_q2a": "vle-tiny-shapes-vcr-q2a",
@@ -110,12 +119,9 @@ def _vcr(model, processor, pool, seed, batch_size, task):
 def evaluate(seed: int = DEFAULT_SEED, n: int = 200, models: dict | None = None, batch_size: int = 64,
              progress: bool = True) -> dict:
     """Accuracy of every shipped (or given: stage → folder) model on ``n`` held-out scenes; see the module doc."""
-    from .. import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
-    from ..hub import resolve_model_path
-    from ..processing_vle import VLEProcessor
 
-    if seed < 1_000_000:
-        raise ValueError(f"evaluation seeds must be held out: use a seed >= 1000000, got {seed}")
+    if seed < HELD_OUT_SEED:
+        raise ValueError(f"evaluation seeds must be held out: use a seed >= {HELD_OUT_SEED}, got {seed}")
     if n < 1:
         raise ValueError("n must be at least 1")
     paths = {stage: resolve_model_path(path) for stage, path in {**SHIPPED, **(models or {})}.items()}

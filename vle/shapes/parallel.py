@@ -11,12 +11,14 @@ copies stay identical; only rank 0 writes files and shows progress.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from transformers.utils import logging as hf_logging
 
 
 def world() -> tuple[int, int]:
@@ -32,9 +34,6 @@ def is_main() -> bool:
 
 def quiet() -> None:
     """Silence the library warnings and progress bars of a process that is not the first, which shows the same."""
-    import logging
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

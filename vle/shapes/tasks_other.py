@@ -22,8 +22,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .tasks_common import (
-    OPPOSITE, RELATIONS, choice, clear_relations, matches, phrase, relation_margin, shuffled,
-    unique_descriptions, with_article,
+    OPPOSITE,
+    RELATIONS,
+    choice,
+    clear_relations,
+    matches,
+    phrase,
+    relation_margin,
+    shuffled,
+    unique_descriptions,
+    with_article,
 )
 from .world import COLORS, SHAPES, Scene, object_patches
 

@@ -23,10 +23,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from ..configuration_vle import VLEConfig
 from ..modeling_vle import HEADS
 from ..processing_vle import VLEProcessor
+from ..tokenization import train_sentencepiece
 from . import parallel
 from .auxiliary import ObjectPointers, PatchProbe, TagLosses, grounding_head, grounding_loss, last_call, tag_boxes
 from .data import HELD_OUT_SEED, PRETRAINING_TASKS, ScenePool, color_words, vcr_batch, vqa_batch
@@ -178,9 +180,6 @@ def build_processor(out_dir: str, seed: int = 0) -> VLEProcessor:
     The tokenizer is word-level: every word of the world is one token (a unigram model of this small vocabulary split
     'what' into three pieces and 'above' into four, which a model this small must first learn to put together), and
     a word the world never uses is [UNK]."""
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    from ..tokenization import train_sentencepiece
 
     tokenizer = train_sentencepiece(world_corpus(1500, seed=seed), os.path.join(out_dir, "tokenizer"),
                                     vocab_size=100, seed=seed, model_type="word")
@@ -234,14 +233,14 @@ class _Auxiliary(torch.nn.Module):
 
 
 def _texts_per_image(stage: Stage, objective: str) -> int:
-    return 1 if objective == "mpc" or objective.startswith("vcr-") else stage.texts_per_image
+    return 1 if objective == "mpc" or objective.startswith("vcr_") else stage.texts_per_image
 
 
 def _batch(objective: str, stage: Stage, pool: ScenePool, processor, rng, aux: _Auxiliary) -> tuple[dict, np.ndarray]:
     """A batch of ``objective`` and the pool index of each of its rows; a scene's rows are adjacent."""
-    if objective.startswith("vcr-"):
+    if objective.startswith("vcr_"):
         index = pool.sample(rng, max(1, stage.batch_size // VCR_CHOICES))
-        return vcr_batch(pool, processor, rng, index, task=objective.removeprefix("vcr-"), patch_size=PATCH_SIZE,
+        return vcr_batch(pool, processor, rng, index, task=objective.removeprefix("vcr_"), patch_size=PATCH_SIZE,
                          with_roles=aux.tags is not None and objective == "vcr_q2a",
                          families=stage.vcr_families), index
     shared = _texts_per_image(stage, objective)
@@ -276,7 +275,7 @@ def _loss(stage: Stage, objective: str, models: dict, aux: _Auxiliary, pool: Sce
     first_layer_read = (pointers is not None or aux.tags is not None) and len(model.vle.cross_modal_text_layers) == 1
     if model.reads_pooled_only(kwargs.get("task")) and evidence is None and not first_layer_read:
         kwargs["pooled_only"] = True
-    if aux.tags is not None and objective.startswith("vcr-"):
+    if aux.tags is not None and objective.startswith("vcr_"):
         # the first fusion layer's text→image attention, recomputed for the tag words from its inputs
         attention = model.vle.cross_modal_text_layers[0].crossattention.self
         with last_call(attention) as call:
@@ -386,7 +385,7 @@ def share_of_batch(stage: Stage, processes: int) -> Stage:
     """``stage`` with each of ``processes`` processes' share of its batch; a clear error when it does not split."""
     if processes == 1:
         return stage
-    per_item = VCR_CHOICES if any(o.startswith("vcr-") for o in stage.schedule) else 1
+    per_item = VCR_CHOICES if any(o.startswith("vcr_") for o in stage.schedule) else 1
     if stage.batch_size % (processes * per_item * stage.texts_per_image):
         raise ValueError(f"stage {stage.name!r}: batch_size {stage.batch_size} does not split over {processes} "
                          f"processes (each share must hold whole {'VCR items of 4 texts' if per_item > 1 else 'scenes'}"

@@ -52,6 +52,7 @@ class Method:
     signed: ClassVar[bool] = False
     needs_image_tower: ClassVar[bool] = False
     options: ClassVar[dict] = {}  # option name → default
+    benchmark: ClassVar[bool] = True  # enters the faithfulness benchmark of the heads it explains (False: opts out)
 
     def __init__(self, **options):
         unknown = set(options) - set(self.options)

@@ -27,8 +27,7 @@ from __future__ import annotations
 import torch
 
 from .base import Attribution, Method, register
-from .propagation import SEED_WEIGHTS, check_cross_rule, fusion_maps, per_sequence, propagate, read_out
-
+from .propagation import SEED_WEIGHTS, check_cross_rule, fusion_maps, relevance_for
 
 # the fusion maps (propagation.FAMILIES) weighted by their gradients: Chefer et al. weigh ``all``; the default weighs
 # the ``cross``-attention maps, where one stream reads the other, and takes the self-attention maps as their head mean
@@ -59,16 +58,6 @@ def rows_normalized(weighted):
     """Each query's row scaled to sum to one, as an attention row does, so that a layer whose gradients are larger
     does not outweigh the others in the propagation."""
     return {f: [m / m.sum(-1, keepdim=True).clamp(min=1e-12) for m in layers] for f, layers in weighted.items()}
-
-
-def relevance_for(weighted, inputs, target, seed, cross_rule: str = "composed"):
-    """Image relevance summed over the target's sequences; text relevance of its first sequence."""
-    image, text = None, None
-    for sequence in inputs.flat_sequence_ids(target):
-        image_part, text_part = read_out(propagate(per_sequence(weighted, sequence), cross_rule), seed)
-        image = image_part if image is None else image + image_part
-        text = text_part if text is None else text
-    return image.clamp(min=0), text.clamp(min=0)
 
 
 @register

@@ -28,7 +28,6 @@ from ..recorder import base_model
 from ..wrapper import TargetForward
 from .base import Attribution, Method, register
 
-
 # the smallest fusion hidden size of a "wide" model, for which ``auto`` picks bfloat16 autocast on bfloat16-capable
 # hardware and, on the CPU, a small internal batch (vle-base and vle-large are 768 and 1024 wide, the embedded model
 # 128)

@@ -119,3 +119,13 @@ def read_out(relevance: dict[str, torch.Tensor], seed="both"):
 
 def per_sequence(maps: dict[str, list[torch.Tensor]], sequence: int) -> dict[str, list[torch.Tensor]]:
     return {f: [layer[sequence] for layer in layers] for f, layers in maps.items()}
+
+
+def relevance_for(weighted, inputs, target, seed, cross_rule: str = "composed"):
+    """Image relevance summed over the target's sequences; text relevance of its first sequence."""
+    image, text = None, None
+    for sequence in inputs.flat_sequence_ids(target):
+        image_part, text_part = read_out(propagate(per_sequence(weighted, sequence), cross_rule), seed)
+        image = image_part if image is None else image + image_part
+        text = text_part if text is None else text
+    return image.clamp(min=0), text.clamp(min=0)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import torch
 
 from .base import Attribution, Method, register
-from .coattention import relevance_for
-from .propagation import check_cross_rule, fusion_maps
+from .propagation import check_cross_rule, fusion_maps, relevance_for
 
 
 @register
