@@ -55,10 +55,21 @@ def _describe(value) -> str:
     return text if len(text) <= 300 else text[:297] + "…"
 
 
-def _table(rows, header=None) -> str:
-    head = "" if header is None else "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table>{head}{body}</table>"
+def html_table(rows, header=None, *, escape: bool = True, cell_style: str = "", css_class: str = "") -> str:
+    """An HTML table of ``rows`` (sequences of cells) under an optional ``header``. Cells are escaped unless
+    ``escape=False`` (for cells that are HTML already, such as bars); the header always is. ``cell_style`` is inline
+    CSS for every cell (for pages without a style sheet, such as the explorers).
+
+    >>> html_table([("a", "<b>")], ("key", "value"))
+    '<table><tr><th>key</th><th>value</th></tr><tr><td>a</td><td>&lt;b&gt;</td></tr></table>'
+    """
+    style = f" style='{cell_style}'" if cell_style else ""
+    head = "".join(f"<th{style}>{html.escape(str(h))}</th>" for h in header or ())
+    head = f"<tr>{head}</tr>" if header is not None else ""
+    body = "".join("<tr>" + "".join(f"<td{style}>{html.escape(str(cell)) if escape else cell}</td>" for cell in row)
+                   + "</tr>" for row in rows)
+    classes = f" class='{css_class}'" if css_class else ""
+    return f"<table{classes}>{head}{body}</table>"
 
 
 def _share_bar(share) -> str:
@@ -86,7 +97,7 @@ def explanation_report_html(explanation, image, path=None, *, title: str | None 
     heat = plot_patch_relevance(explanation.patch_scores, image, signed=signed, opacity=opacity, boxes=boxes,
                                 title=None)
     sections = [f"<h1>{html.escape(title)}</h1>",
-                _table([("target", label), ("method", explanation.method),
+                html_table([("target", label), ("method", explanation.method),
                         ("scores", "signed (red for, blue against)" if signed else "unsigned (brighter = more)")]),
                 "<h2>Image</h2>", _img_tag(heat, f"patch relevance for {label}", dpi),
                 '<p class="note">The model sees the centred square crop; dimmed areas were cut away.</p>']
@@ -104,14 +115,15 @@ def explanation_report_html(explanation, image, path=None, *, title: str | None 
         names = box_labels or [f"box {index}" for index in range(box_scores.size)]
         if len(names) != box_scores.size:
             raise ValueError(f"{len(names)} box labels but {box_scores.size} box scores")
-        sections += ["<h2>Boxes</h2>", _table([(n, f"{s:+.4f}") for n, s in zip(names, box_scores)], ("box", "score"))]
+        rows = [(n, f"{s:+.4f}") for n, s in zip(names, box_scores)]
+        sections += ["<h2>Boxes</h2>", html_table(rows, ("box", "score"))]
 
     for caption, figure in (figures or {}).items():
         sections += [f"<h2>{html.escape(str(caption))}</h2>", _img_tag(figure, str(caption), dpi)]
 
     metadata = dict(explanation.metadata or {})
     if metadata:
-        sections += ["<h2>Metadata</h2>", _table([(key, _describe(value)) for key, value in metadata.items()])]
+        sections += ["<h2>Metadata</h2>", html_table([(key, _describe(value)) for key, value in metadata.items()])]
 
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{_STYLE}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n")

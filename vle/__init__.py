@@ -10,8 +10,8 @@ _EXPORTS = {
     "VLEConfig": "configuration_vle",
     "MissingHeadError": "loading", "extend_position_embedding": "loading",
     **{name: "modeling_vle" for name in (
-        "HEADS", "register_head", "VLEForITM", "VLEForMLM", "VLEForMPC", "VLEForPBC", "VLEForPretraining", "VLEForVCRQ2A",
-        "VLEForVCRQA2R", "VLEForVQA", "VLEHeadModel", "VLEHeadOutput", "VLEModel", "VLEModelOutput",
+        "HEADS", "register_head", "VLEForITM", "VLEForMLM", "VLEForMPC", "VLEForPBC", "VLEForPretraining",
+        "VLEForVCRQ2A", "VLEForVCRQA2R", "VLEForVQA", "VLEHeadModel", "VLEHeadOutput", "VLEModel", "VLEModelOutput",
         "VLEPreTrainedModel")},
 }
 

@@ -21,7 +21,7 @@ from transformers import Pipeline
 
 from .errors import InputError, check_choice, check_int, check_no_extra, check_text, check_texts
 from .hub import resolve_model_path
-from .image_utils import crop_geometry, load_image
+from .image_utils import load_image, patch_scores_to_pixels
 from .modeling_vle import HEADS
 from .processing_vle import VLEProcessor
 from .vcr import BOX_MAPPINGS, TASKS, check_annotation
@@ -145,20 +145,15 @@ class VLEForITMPipeline(_VLEPipeline):
                 "score": [float(p) for p in probs]}
 
 
-def pbc_overlay(image: Image.Image, heat: np.ndarray, image_size: int, alpha: float = 0.7) -> Image.Image:
-    """Darken the parts of ``image`` the text is not about. ``heat`` (rows, cols) is mapped through the processor's
-    resize and centre crop, so it lines up with the original; pixels outside the crop are darkened fully."""
+def pbc_overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.7) -> Image.Image:
+    """Darken the parts of ``image`` the text is not about. ``heat`` (rows, cols) is spread over the original through
+    the processor's resize and centre crop (``patch_scores_to_pixels``); pixels outside the crop are darkened fully."""
     lowest = heat.min() + 0.4 * (heat.max() - heat.min())  # the original's contrast floor
     span = max(float(heat.max() - lowest), 1e-12)
-    level = np.clip((heat - lowest) / span, 0.0, 1.0)
-    darkness = Image.fromarray(((1.0 - level) * alpha * 255).astype(np.uint8)).resize((image_size, image_size),
-                                                                                     Image.NEAREST)
-    scale, left, top = crop_geometry(image.width, image.height, image_size)
-    full = Image.new("L", image.size, int(alpha * 255))
-    crop_in_original = darkness.resize((round(image_size / scale), round(image_size / scale)), Image.NEAREST)
-    full.paste(crop_in_original, (round(left / scale), round(top / scale)))
+    level = np.clip((patch_scores_to_pixels(heat, image.width, image.height) - lowest) / span, 0.0, 1.0)
+    darkness = np.where(np.isnan(level), 1.0, 1.0 - level) * alpha * 255  # (H, W)
     black = Image.new("RGB", image.size, (0, 0, 0))
-    return Image.composite(black, image.convert("RGB"), full)
+    return Image.composite(black, image.convert("RGB"), Image.fromarray(darkness.astype(np.uint8), mode="L"))
 
 
 class VLEForPBCPipeline(_VLEPipeline):
@@ -175,7 +170,7 @@ class VLEForPBCPipeline(_VLEPipeline):
         patch_logits = logits[: grid * grid]
         scores = patch_logits[:, 1].softmax(0).reshape(grid, grid).numpy()
         probabilities = patch_logits.softmax(-1)[:, 1].reshape(grid, grid).numpy()
-        overlay = pbc_overlay(outputs["_image"], scores, self.model.config.image_size)
+        overlay = pbc_overlay(outputs["_image"], scores)
         return {"scores": scores, "probabilities": probabilities, "image": overlay}
 
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from transformers.utils import logging
 
+import viz
 from viz import figure_to_png
 from vle.errors import InputError
 from vle.explain import Session
@@ -165,10 +166,8 @@ def picture(css_class: str, width: str | None = None) -> W.Image:
 
 
 def html_table(rows, header=None, css_class: str = "") -> str:
-    head = "".join(f"<th style='text-align:left;padding:1px 8px'>{html.escape(str(h))}</th>" for h in header or ())
-    body = "".join("<tr>" + "".join(f"<td style='padding:1px 8px'>{cell}</td>" for cell in row) + "</tr>"
-                   for row in rows)
-    return f"<table class='{css_class}'>{'<tr>' + head + '</tr>' if head else ''}{body}</table>"
+    """``viz.html_table`` for widget HTML: cells are HTML already, padded inline (no style sheet in a widget)."""
+    return viz.html_table(rows, header, escape=False, cell_style="text-align:left;padding:1px 8px", css_class=css_class)
 
 
 def score_bar(value: float, width: int = 120, color: str = "#4c72b0") -> str:

@@ -56,7 +56,8 @@ class LLMPanel(W.VBox):
             self.backend = None
             self.setup.value = f"<span style='color:#b00020'>{html.escape(f'{type(error).__name__}: {error}')}</span>"
         else:
-            self.setup.value = f"LLM backend: <code>{html.escape(getattr(self.backend, 'name', str(self.backend)))}</code>"
+            name = getattr(self.backend, "name", str(self.backend))
+            self.setup.value = f"LLM backend: <code>{html.escape(name)}</code>"
             if not quiet:
                 self.status.show("backend set", "ok")
         self.ask_button.disabled = self.backend is None

@@ -117,7 +117,8 @@ class VCRExplorer(W.VBox):
                 if self._methods[self.method.value].needs_image_tower:
                     self.status.show(f"{self.method.value} runs the image tower for every perturbation: wait …")
                 result = self.results[task]
-                self.explanations[key] = result["session"].explain(result["inputs"], target=VCRChoice(self.choice.value),
+                target = VCRChoice(self.choice.value)
+                self.explanations[key] = result["session"].explain(result["inputs"], target=target,
                                                                    method=self.method.value)
             self.explanation = self.explanations[key]
             self.status.show(f"{self.method.value} for {task} choice {self.choice.value}")

@@ -119,7 +119,8 @@ class VQAExplorer(W.VBox, Quiet):
 
     def run(self) -> None:
         """Answer the question (image tower once per image) and explain the selected target."""
-        with self.status.run(self.run_button, steps=3, text="reading the image …") as status, timed(self.timings, "run"):
+        status = self.status.run(self.run_button, steps=3, text="reading the image …")
+        with status as status, timed(self.timings, "run"):
             question = self.question.value.strip()
             if not question:
                 raise ValueError("type a question first")

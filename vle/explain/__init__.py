@@ -22,6 +22,6 @@ from .wrapper import TargetForward
 
 __all__ = [
     "METHODS", "Attribution", "ExplainInputs", "Explanation", "ITMMatch", "ImageFeatureCache", "Method",
-    "PBCPhrase", "Recorder", "Session", "Target", "TargetForward", "VCRChoice", "VCRContrast", "VQAAnswer", "VQAContrast",
-    "explain", "get_method", "hook_count", "merge_words", "perturbation_curve", "register", "vqa_answer",
+    "PBCPhrase", "Recorder", "Session", "Target", "TargetForward", "VCRChoice", "VCRContrast", "VQAAnswer",
+    "VQAContrast", "explain", "get_method", "hook_count", "merge_words", "perturbation_curve", "register", "vqa_answer",
 ]

@@ -304,7 +304,7 @@ class Recorder:
                           module.register_forward_hook(done, with_kwargs=True)]
 
     def _tap(self, name: str, block: nn.Module) -> None:
-        """Record the eager map of a fusion block and, with gradients, receive its gradient from the block's backward."""
+        """Record the eager map of a fusion block and, with gradients, receive its map's gradient in its backward."""
         self._handles.append(block.probs.register_forward_hook(self._hook(name, "tensor")))
         if self.keep_grads:  # a block without gradients to keep still takes the tapped path: its softmax is in place
             grads, reduce = self.grads, self.grad_reduce  # not the recorder: see _store

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
 from ..hub import resolve_model_path
+from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
 from ..processing_vle import VLEProcessor
 from .data import HELD_OUT_SEED, ScenePool, mpc_batch, normalize, pbc_batch, vcr_batch
 from .tasks import (
