@@ -239,7 +239,7 @@ def test_workbench_tabs():
     from widgets.app import TABS
 
     app = workbench(vcr_models=("no-such-vcr-model", "no-such-vcr-model"))
-    assert len(app.children) == len(TABS) and app.titles == TABS
+    assert len(app.children) == len(TABS) and app.titles == tuple(TABS)
 
 
 @needs_vqa
@@ -257,3 +257,19 @@ def test_explain_command_writes_a_self_contained_report(tmp_path, capsys):
     assert main(["explain", str(ROOT / "pics" / "shapes_0.png"), item["question"], "--method", "pbc",
                  "--out", str(out)]) == 2
     assert "cannot explain" in capsys.readouterr().err
+
+
+def test_a_new_tab_is_one_registration():
+    import ipywidgets as W
+
+    from widgets import workbench
+    from widgets.app import TABS, register_tab
+
+    register_tab("Notes", lambda models: W.HTML(f"notes on {models.vqa}"))
+    try:
+        app = workbench(vqa_model="no-such-model", pretrained_model="no-such-model",
+                        vcr_models=("no-such-model", "no-such-model"))
+        assert app.titles[-1] == "Notes" and app.children[-1].value == "notes on no-such-model"
+        assert "explorer unavailable" in app.children[0].value  # a broken explorer says why in its own tab
+    finally:
+        TABS.pop("Notes")

@@ -1,6 +1,13 @@
-"""The workbench: every explorer in one tabbed app (what ``notebooks/explorer.ipynb`` and ``make run`` show)."""
+"""The workbench: every explorer in one tabbed app (what ``notebooks/explorer.ipynb`` and ``make run`` show).
+
+A tab is one explorer class plus one ``register_tab`` call: its title and how to build it from the workbench's
+``Models``.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import ipywidgets as W
 
@@ -11,25 +18,45 @@ from .itm import ITMExplorer
 from .vcr import VCRExplorer
 from .vqa import VQAExplorer
 
-TABS = ("VQA", "Attention", "ITM / PBC", "VCR", "Compare methods")
+
+@dataclass(frozen=True)
+class Models:
+    """What the workbench's explorers run on: shipped names or folders, and the LLM of the VQA + LLM panel."""
+
+    vqa: str = "vle-tiny-shapes-vqa"
+    pretrained: str = "vle-tiny-shapes"
+    vcr: tuple[str, str] = ("vle-tiny-shapes-vcr-q2a", "vle-tiny-shapes-vcr-qa2r")
+    llm: object = None
 
 
-def workbench(vqa_model: str = "vle-tiny-shapes-vqa", pretrained_model: str = "vle-tiny-shapes",
-              vcr_models=("vle-tiny-shapes-vcr-q2a", "vle-tiny-shapes-vcr-qa2r"), llm=None) -> W.Tab:
-    """A Tab with the VQA explorer first; an explorer that cannot start (e.g. its model is missing) shows why in its
-    tab and the others still work."""
+TABS: dict[str, Callable[[Models], W.Widget]] = {}  # title → build(models), in tab order
 
-    makers = (lambda: VQAExplorer(vqa_model, llm=llm), lambda: AttentionExplorer(vqa_model),
-              lambda: ITMExplorer(pretrained_model), lambda: VCRExplorer(*vcr_models),
-              lambda: MethodComparison(vqa_model))
+
+def register_tab(title: str, build: Callable[[Models], W.Widget]) -> None:
+    """Add an explorer tab to the workbench (the one registration a new tab needs)."""
+    TABS[title] = build
+
+
+register_tab("VQA", lambda m: VQAExplorer(m.vqa, llm=m.llm))
+register_tab("Attention", lambda m: AttentionExplorer(m.vqa))
+register_tab("ITM / PBC", lambda m: ITMExplorer(m.pretrained))
+register_tab("VCR", lambda m: VCRExplorer(*m.vcr))
+register_tab("Compare methods", lambda m: MethodComparison(m.vqa))
+
+
+def workbench(vqa_model: str = Models.vqa, pretrained_model: str = Models.pretrained, vcr_models=Models.vcr,
+              llm=None) -> W.Tab:
+    """A Tab with every registered explorer, the VQA explorer first; an explorer that cannot start (e.g. its model is
+    missing) shows why in its tab and the others still work."""
+    models = Models(vqa_model, pretrained_model, tuple(vcr_models), llm)
     children = []
-    for title, make in zip(TABS, makers):
+    for title, build in TABS.items():
         try:
-            children.append(make())
+            children.append(build(models))
         except Exception as error:  # noqa: BLE001  (one broken explorer must not take the app down)
             message = W.HTML(f"<span style='color:#b00020'>{title} explorer unavailable: {describe_error(error)}"
                              "</span>")
             children.append(message)
-    tab = W.Tab(children=children, titles=TABS)
+    tab = W.Tab(children=children, titles=tuple(TABS))
     tab.add_class("vle-workbench")
     return tab
