@@ -71,7 +71,8 @@ def _where(layer, head) -> str:
 
 
 def _token_name(tokens, token: int) -> str:
-    return repr(str(tokens[token])) if tokens is not None else f"token {token}"
+    """A token as a reader sees it: SentencePiece's word-start mark "▁" left out."""
+    return repr(str(tokens[token]).lstrip("▁") or str(tokens[token])) if tokens is not None else f"token {token}"
 
 
 def _patch_map(values: np.ndarray, grid) -> np.ndarray:

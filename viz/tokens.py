@@ -11,15 +11,8 @@ from matplotlib.colors import Normalize, to_hex
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 
-from ._base import (
-    check_array,
-    check_same_length,
-    color_limits,
-    infer_signed,
-    readable_text_color,
-    score_cmap,
-    score_colors,
-)
+from ._base import (check_array, check_same_length, color_limits, infer_signed, readable_text_color, score_cmap,
+                    score_colors)
 
 _PAD_PT = 3.0  # padding around each word inside its coloured box, in points
 _GAP_PT = 4.0  # space between boxes

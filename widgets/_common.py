@@ -74,7 +74,8 @@ def layer_choices(n: int, extra=(("mean", "mean"),)) -> list[tuple[str, object]]
 # -- images ----------------------------------------------------------------------------------------------------------
 
 def scene_names() -> list[str]:
-    return sorted(p.stem for p in PICS.glob("*.png"))
+    """The shapes scenes in ``pics/`` (a PNG with its scene JSON beside it; other pictures there are not scenes)."""
+    return sorted(p.stem for p in PICS.glob("*.png") if p.with_suffix(".json").is_file())
 
 
 def scene_record(name: str) -> dict | None:

@@ -14,19 +14,8 @@ import ipywidgets as W
 from viz import plot_patch_relevance, plot_pbc_overlay
 from vle.explain import METHODS, ITMMatch, PBCPhrase
 
-from ._common import (
-    DPI,
-    ImagePicker,
-    Status,
-    describe_error,
-    figure_png,
-    fixed_axes,
-    html_table,
-    load_session,
-    picture,
-    score_bar,
-    timed,
-)
+from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, html_table, load_session,
+                      picture, score_bar, timed)
 
 VIEWS = ("PBC: where the phrase is", "ITM: why it matches")
 

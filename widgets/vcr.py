@@ -14,19 +14,8 @@ import ipywidgets as W
 from viz import plot_patch_relevance, plot_token_strip, plot_vcr_choices, referenced_objects
 from vle.explain import METHODS, Session, VCRChoice
 
-from ._common import (
-    DPI,
-    ImagePicker,
-    Status,
-    describe_error,
-    figure_png,
-    fixed_axes,
-    load_session,
-    picture,
-    scene_names,
-    scene_record,
-    timed,
-)
+from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, load_session, picture,
+                      scene_names, scene_record, timed)
 
 STAGES = {"answers (Q → A)": "q2a", "rationales (QA → R)": "qa2r"}
 GIVEN = ("the correct answer", "the model's answer")
@@ -105,7 +94,11 @@ class VCRExplorer(W.VBox):
                                           question=question, answer_label=result["label"], object_names=names,
                                           figsize=(9, 2.8))
                 view.value = figure_png(figure, self.dpi)
-            self.explain_choice()
+            picked = int(self.results[STAGES[self.stage.value]]["probabilities"].argmax())
+            if self.choice.value != picked:
+                self.choice.value = picked  # the model's own pick is explained first (the observer explains it)
+            else:
+                self.explain_choice()
 
     def explain_choice(self) -> None:
         task = STAGES[self.stage.value]

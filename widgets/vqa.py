@@ -17,21 +17,8 @@ import ipywidgets as W
 from viz import plot_patch_relevance, plot_token_strip
 from vle.explain import METHODS, VQAAnswer, VQAContrast
 
-from ._common import (
-    DPI,
-    ImagePicker,
-    Quiet,
-    Status,
-    describe_error,
-    figure_png,
-    fixed_axes,
-    html_table,
-    layer_choices,
-    load_session,
-    picture,
-    score_bar,
-    timed,
-)
+from ._common import (DPI, ImagePicker, Quiet, Status, describe_error, figure_png, fixed_axes, html_table,
+                      layer_choices, load_session, picture, score_bar, timed)
 from .llm_panel import LLMPanel
 
 DEFAULT_MODEL = "vle-tiny-shapes-vqa"
