@@ -29,12 +29,8 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_vle import VLEConfig
 from .hub import resolve_model_path
-from .loading import (
-    align_config_with_checkpoint,
-    check_loading_info,
-    interpolate_position_embedding,
-    readable_loading_errors,
-)
+from .loading import (align_config_with_checkpoint, check_loading_info, interpolate_position_embedding,
+                      readable_loading_errors)
 
 logger = logging.get_logger(__name__)
 

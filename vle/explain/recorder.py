@@ -45,13 +45,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..modeling_vle import (
-    FUSION_ATTENTION_FUNCTIONS,
-    _attention_scores,
-    attention_implementation,
-    attention_probabilities,
-    eager_attention,
-)
+from ..modeling_vle import (FUSION_ATTENTION_FUNCTIONS, _attention_scores, attention_implementation,
+                            attention_probabilities, eager_attention)
 
 ATTENTION_KINDS = ("vision", "text", "fusion")
 

@@ -8,32 +8,10 @@
 True
 """
 
-from .tasks import (
-    ANSWERS,
-    MPC_CLASSES,
-    NEGATIVE_KINDS,
-    NONRELATIONAL_FAMILIES,
-    RELATIONAL_FAMILIES,
-    VCR_FAMILIES,
-    VQA_FAMILIES,
-    Caption,
-    Mention,
-    VQAExample,
-    caption_holds,
-    fact_tokens,
-    fact_truth,
-    make_caption,
-    make_mpc,
-    make_negative_caption,
-    make_pbc,
-    make_vcr,
-    make_vqa,
-    parse_caption,
-    render_tokens,
-    vcr_metadata,
-    vqa_dataset,
-    world_corpus,
-)
+from .tasks import (ANSWERS, MPC_CLASSES, NEGATIVE_KINDS, NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, VCR_FAMILIES,
+                    VQA_FAMILIES, Caption, Mention, VQAExample, caption_holds, fact_tokens, fact_truth, make_caption,
+                    make_mpc, make_negative_caption, make_pbc, make_vcr, make_vqa, parse_caption, render_tokens,
+                    vcr_metadata, vqa_dataset, world_corpus)
 from .world import COLORS, SHAPES, SIZE_PX, SIZES, Scene, ShapeObject, make_scene, object_patches, patch_coverage
 
 __all__ = [

@@ -17,16 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..vcr import build_vcr_inputs
-from .tasks import (
-    ANSWERS,
-    MPC_CLASSES,
-    caption_holds,
-    make_caption,
-    make_mpc,
-    make_negative_caption,
-    make_pbc,
-    make_vqa,
-)
+from .tasks import (ANSWERS, MPC_CLASSES, caption_holds, make_caption, make_mpc, make_negative_caption, make_pbc,
+                    make_vqa)
 from .tasks_vcr import draw_vcr, tagged_objects
 from .world import COLORS, make_scene, object_patches, patch_attributes, patch_coverage
 
@@ -47,7 +39,7 @@ class ScenePool:
         seeds = range(start_seed, start_seed + n)
         self.scenes = [make_scene(seed, image_size) for seed in tqdm(seeds, desc="rendering scenes",
                                                                       disable=not progress, leave=False)]
-        # contiguous (n, 3, H, W): normalising a batch gathered from the (n, H, W, 3) layout took three times as long
+        # contiguous (n, 3, H, W): normalising a batch gathered from a permuted (n, H, W, 3) layout is much slower
         self.pixels = torch.from_numpy(np.stack([scene.pixels for scene in self.scenes])).permute(0, 3, 1, 2)
         self.pixels = self.pixels.contiguous()
         self._patch_truth: dict[tuple[int, int], dict[str, np.ndarray]] = {}

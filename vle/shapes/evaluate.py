@@ -17,14 +17,8 @@ from ..hub import resolve_model_path
 from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
 from ..processing_vle import VLEProcessor
 from .data import HELD_OUT_SEED, ScenePool, mpc_batch, normalize, pbc_batch, vcr_batch
-from .tasks import (
-    NONRELATIONAL_FAMILIES,
-    RELATIONAL_FAMILIES,
-    VQA_FAMILIES,
-    make_caption,
-    make_negative_caption,
-    make_vqa,
-)
+from .tasks import (NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, VQA_FAMILIES, make_caption, make_negative_caption,
+                    make_vqa)
 
 DEFAULT_SEED = 1_000_003
 SHIPPED = {"pretraining": "vle-tiny-shapes", "vqa": "vle-tiny-shapes-vqa", "vcr_q2a": "vle-tiny-shapes-vcr-q2a",

@@ -32,8 +32,8 @@ from .tasks import make_vqa
 from .world import object_patches, patch_coverage
 
 DEFAULT_MODEL = "vle-tiny-shapes-vqa"
-# questions per evaluation: the attention methods' pointing games differ by about a point, which needs a few hundred
-# questions to resolve
+# questions per evaluation: the attention methods' pointing games are close, and telling them apart takes a few
+# hundred questions (docs/explanations.md)
 DEFAULT_QUESTIONS = 200
 
 

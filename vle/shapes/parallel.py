@@ -2,8 +2,8 @@
 its share of every batch, with their gradients averaged before every optimizer step (torch.distributed over gloo).
 
 Why processes rather than threads: the tiny model's matrices are too small for torch's intra-op threads to keep two
-cores busy. A joint step of batch 64 takes 0.44-0.51 s on two threads and 0.74 s on one, while two one-thread
-processes of batch 32 each take 0.33 s side by side (AMD EPYC, AVX2, 2026-11-28).
+cores busy, so two one-thread processes, each on half the batch, finish a step sooner than one process on two threads
+(docs/benchmarks.md has the timings).
 
 Every copy starts from the same weights (a broadcast from rank 0) and applies the same averaged gradients, so the
 copies stay identical; only rank 0 writes files and shows progress.

@@ -14,28 +14,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .tasks_other import (
-    MPC_CLASSES,
-    NEGATIVE_KINDS,
-    Caption,
-    Mention,
-    caption_holds,
-    make_caption,
-    make_mpc,
-    make_negative_caption,
-    make_pbc,
-    parse_caption,
-)
+from .tasks_other import (MPC_CLASSES, NEGATIVE_KINDS, Caption, Mention, caption_holds, make_caption, make_mpc,
+                          make_negative_caption, make_pbc, parse_caption)
 from .tasks_vcr import VCR_FAMILIES, fact_tokens, fact_truth, make_vcr, render_tokens, vcr_metadata
-from .tasks_vqa import (
-    ANSWERS,
-    NONRELATIONAL_FAMILIES,
-    RELATIONAL_FAMILIES,
-    VQA_FAMILIES,
-    VQAExample,
-    make_vqa,
-    vqa_dataset,
-)
+from .tasks_vqa import (ANSWERS, NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, VQA_FAMILIES, VQAExample, make_vqa,
+                        vqa_dataset)
 from .world import make_scene
 
 

@@ -21,18 +21,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .tasks_common import (
-    OPPOSITE,
-    RELATIONS,
-    choice,
-    clear_relations,
-    matches,
-    phrase,
-    relation_margin,
-    shuffled,
-    unique_descriptions,
-    with_article,
-)
+from .tasks_common import (OPPOSITE, RELATIONS, choice, clear_relations, matches, phrase, relation_margin, shuffled,
+                           unique_descriptions, with_article)
 from .world import COLORS, SHAPES, Scene, object_patches
 
 NEGATIVE_KINDS: tuple[str, ...] = ("color", "shape", "relation")

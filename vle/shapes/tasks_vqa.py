@@ -18,16 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tasks_common import (
-    choice,
-    clear_extreme,
-    clear_relations,
-    phrase,
-    plural,
-    ranked_by_distance,
-    shuffled,
-    unique_descriptions,
-)
+from .tasks_common import (choice, clear_extreme, clear_relations, phrase, plural, ranked_by_distance, shuffled,
+                           unique_descriptions)
 from .world import COLORS, SHAPES, SIZES, Scene, make_scene
 
 

@@ -64,15 +64,15 @@ class Stage:
     pointer_weight: float = 0.0
     grounding_weight: float = 0.0
     tag_weight: float = 0.0  # VCR: each tag word's first-layer attention on its box, and the "nearer" role offsets
-    # the step from which the pointer losses are on: from the start they slow down every family that needs no
-    # position (non-relational accuracy after 3,000 VQA steps: 0.73 with them, 0.96 without); once the image tower
-    # is object-centric they teach left of / above within about 1,000 steps and cost the other families nothing
+    # the step from which the pointer losses are on: from the start they crowd out every family that needs no
+    # position; once the patch probe has made the image tower object-centric they teach left of / above quickly and
+    # cost the other families nothing (docs/shapes-world.md)
     pointer_from: int = 0
     # texts drawn per scene in the batches of VQA, ITM, PBC and MLM (``batch_size // texts_per_image`` scenes): the
     # image tower, the largest part of a step, then runs once per scene and its features are shared by the texts.
-    # MPC (each text masks its own object) and VCR (four choices per scene already) ignore it. Two texts per scene in
-    # the full recipe's joint and finish cut a whole run from 115:31 to 99:50 on an AVX2 EPYC, but left the
-    # relational families at 0.83 (nearest 0.74, nearest colour 0.54-0.61), so no recipe uses it yet
+    # MPC (each text masks its own object) and VCR (four choices per scene already) ignore it. No recipe uses it: it
+    # makes a run faster, but the families that compare distances then stall (they seem to need many scenes per
+    # batch, not only many questions; docs/shapes-world.md)
     texts_per_image: int = 1
 
     def __post_init__(self):
@@ -110,10 +110,9 @@ def weighted_families(weights: dict[str, int]) -> tuple[str, ...]:
 
 
 # The relational families that need an argmin over distances (nearest, farthest, nearest colour) and counting by
-# shape (same shape) learn slowly while the image tower is still becoming object-centric: in the joint stage they
-# reach about 0.70 and stay there. Drawn this often in a short stage at its end, they climb within 3,000 steps
-# (fine-tuning the joint model for 3,000 steps: nearest 0.72 -> 0.96, farthest 0.68 -> 0.87, nearest colour 0.69 ->
-# 0.91, same shape 0.90 -> 0.95, the non-relational families unchanged at 0.99).
+# shape (same shape) learn slowly while the image tower is still becoming object-centric, and stall in the joint
+# stage. Drawn this often in a short stage at its end, at a lower learning rate, they climb while the other families
+# keep their accuracy (docs/shapes-world.md).
 FINISH_FAMILIES = weighted_families({"nearest": 2, "farthest": 4, "nearest_color": 3, "same_shape": 3})
 
 # "Is [a] nearer to [b] or to [c] ?" compares three tagged objects, which needs each tag bound to its box in the first
@@ -123,25 +122,24 @@ TAG_FAMILIES = ("color", "shape", "extreme", "nearer", "nearer", "nearer")
 RECIPES = {
     # the recipe of the shipped checkpoints: every objective on one encoder, VQA in 7 turns of 16, ITM in 3, Q2A in 2;
     # then VQA (5 turns of 8, the slow relational families drawn more often), ITM (2) and VCR Q2A (1) finish together
-    # (without ITM turns the finish leaves the pretraining heads at the joint stage's 0.83 held-out ITM accuracy);
-    # then VCR Q2A alone, and VCR Q2A with the tag losses
+    # (the ITM turns keep the pretraining heads in step with the encoder the finish changes); then VCR Q2A alone, and
+    # VCR Q2A with the tag losses. Why each stage exists: docs/shapes-world.md
     "full": Recipe("full", (
         Stage("joint", 9000, 5e-4, 64, schedule=("vqa", "itm", "vqa", "vcr_q2a", "vqa", "itm", "vqa", "pbc", "vqa",
                                                  "vcr_q2a", "vqa", "itm", "vqa", "mlm", "vcr_qa2r", "mpc"),
               patch_weight=1.0, pointer_weight=1.0, pointer_from=4000),
         Stage("finish", 4400, 3e-4, 64, schedule=("vqa", "itm", "vqa", "vqa", "vcr_q2a", "vqa", "itm", "vqa"),
               init_from="joint", families=FINISH_FAMILIES, patch_weight=1.0, pointer_weight=1.0),
-        # VCR Q2A alone on its own copy of the finished encoder, so the other models keep theirs. On 600 held-out
-        # scenes (seed 3,000,000) 800 steps lift Q2A from 0.897 to 0.928: "which object is the <extreme> ?" items
-        # 0.76 -> 0.92; "is [a] nearer to [b] or to [c] ?" stays near 0.6, also when drawn four times as often
+        # VCR Q2A alone on its own copy of the finished encoder, so the other models keep theirs: it lifts the
+        # "which object is the <extreme> ?" items; "is [a] nearer to [b] or to [c] ?" needs the next stage
         Stage("vcr", 800, 2e-4, 64, schedule=("vcr_q2a",), init_from="finish"),
-        # Left alone, a tag finds its box only in the last fusion layer and "nearer" stays at chance (0.47 held-out);
-        # with the tag losses, 2,000 steps bind every tag in the first layer and lift "nearer" to 0.85 and Q2A from
-        # 0.895 to 0.955 (seed 1,000,003) and from 0.927 to 0.978 (1,000 scenes of seed 3,000,000)
+        # Left alone, a tag finds its box only in the last fusion layer, too late to compare tagged objects, and
+        # "nearer" stays at chance; the tag losses bind every tag in the first layer, and the comparison then needs
+        # the longer stage
         Stage("vcr-tags", 2000, 5e-4, 64, schedule=("vcr_q2a",), init_from="vcr", tag_weight=1.0,
               vcr_families=TAG_FAMILIES),
     )),
-    # minutes on a laptop CPU: VQA from scratch, non-relational questions only (8.5 min on 2 cores; held-out 0.97)
+    # minutes on a laptop CPU: VQA from scratch, non-relational questions only
     "teaching": Recipe("teaching", (
         Stage("vqa", 2200, 1e-3, 64, families=NONRELATIONAL_FAMILIES, patch_weight=1.0),
     ), pool_size=4000),
@@ -313,7 +311,7 @@ def stage_modules(stage: Stage, config: VLEConfig, processor, out_dir: str):
     models = _models_for(stage, config, out_dir)
     aux = _Auxiliary(stage, config, processor, out_dir)
     trained = torch.nn.ModuleDict({**{t.replace("-", "_"): m.train() for t, m in models.items()}, "aux": aux})
-    # fused: one kernel over all parameters, 5 ms a step against 22 for the per-parameter loop
+    # fused: one kernel over all parameters, much faster than the per-parameter loop on a model this small
     optimizer = torch.optim.AdamW(trained.parameters(), lr=stage.lr, betas=(0.9, 0.98), weight_decay=0.01, fused=True)
     return models, aux, trained, optimizer
 

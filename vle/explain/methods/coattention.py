@@ -6,20 +6,22 @@ heads, each self-attention map is averaged over heads, and all are propagated th
 counts in proportion to its share of the target, |∇h · h| of its final state (``cls_shares``). Needs no gradient into
 the towers, so a new question about the same image reuses its image features. Unsigned.
 
-Five adaptations, all options, chosen on held-out questions of seeds 1,500,000 to 1,800,000 (not evaluation seeds):
+Five adaptations of the paper's rule, each an option (the paper's rule is ``gradient_weighted="all"``,
+``weighting="positive"``, ``normalize_rows=False``, ``cross_rule="chefer"``), chosen on held-out questions of seeds
+that are never reported; the measurements behind each are in docs/explanations.md:
+
 - only the cross-attention maps, where one stream reads the other, are weighted by their gradients; the self-attention
-  maps enter as their head mean, as in rollout (``gradient_weighted``). Pointing game on 2,261 questions of seeds
-  1.5M-1.8M: 0.937 -> 0.952 (rollout 0.935), better on each of the four seeds (+0.010 to +0.020), most on counting
-  questions, whose evidence is several objects (seed 1.8M: 0.85 -> 0.96).
-- Chefer et al. keep the positive part, Ā = mean_h (∇A ⊙ A)⁺; the default keeps the magnitude, Ā = mean_h |∇A ⊙ A|,
-  because the gradient on the evidence object's attention is often negative here (the text CLS row of the first
-  fusion layer's cross-attention, weighted by the signed gradient, points into the evidence for 0.37 of questions,
-  its positive part for 0.52, its magnitude for 0.71). Pointing game 0.766 -> 0.878 on the earlier shipped model.
-- each row of Ā is scaled to sum to one, as an attention row does, so that no layer outweighs the others.
-- the two CLS rows are weighted by their shares of the target rather than added: pointing game 0.898 -> 0.919 on the
-  shipped model (text CLS alone 0.924, image CLS alone 0.838, rollout 0.924).
+  maps enter as their head mean, as in rollout (``gradient_weighted``): weighting the self-attention maps too points
+  worse, most on counting questions, whose evidence is several objects.
+- the default keeps the magnitude of each head's product, Ā = mean_h |∇A ⊙ A|, where Chefer et al. keep its positive
+  part, Ā = mean_h (∇A ⊙ A)⁺ (``weighting``): the gradient on the evidence object's attention is often negative here,
+  and the positive part then loses the evidence.
+- each row of Ā is scaled to sum to one, as an attention row does, so that no layer outweighs the others
+  (``normalize_rows``).
+- the two CLS rows are weighted by their shares of the target rather than added (``seed``): the pooled pair reads both,
+  and the one that carries more of the target should say more about it.
 - a cross-attention layer adds R̄_qq Ā R̄_kk to the query stream's relevance over the other stream, composing R̄_qq as
-  every other rule does, where the paper has R̄_qqᵀ (``propagation.CROSS_RULES``, numbers there).
+  every other rule does, where the paper has R̄_qqᵀ (``cross_rule``, see ``propagation.CROSS_RULES``).
 """
 
 from __future__ import annotations

@@ -7,13 +7,12 @@ piece or patch are its attribution summed over channels, and the sum of all scor
 score(baseline) up to the ``convergence_delta`` reported in the metadata. Box tokens (VCR) get no score of their own.
 
 ``precision="bfloat16"`` runs the path under bfloat16 autocast (matrix products in bfloat16, reductions and
-normalisations in float32). The default, ``auto``, does so where it pays: on a device with bfloat16 matrix units (a
-CPU with AVX512-BF16 or AMX, a GPU of compute capability 8 or more) for a model whose fusion hidden size is at least
-``WIDE_FROM_HIDDEN``, and runs float32 everywhere else. At the vle-base VQA shape bfloat16 halves the time (CPU,
-2 threads: 74.5x a plain forward in float32, 36.4x in bfloat16; H200: 42.6x and 16.7x) with the same completeness
-(delta 0.076 and 0.075) and the same ranking of patches and tokens (Spearman 1.000); on the embedded model's
-128-wide matrices it is slower (CPU 30.7x against 51.9x; H200 13.5x against 18.2x), so ``auto`` keeps float32
-there. The metadata names the precision used, and the convergence delta shows what it cost.
+normalisations in float32). The default, ``auto``, does so where it pays: on a device with bfloat16 matrix units (a CPU
+with AVX512-BF16 or AMX, a GPU of compute capability 8 or more) for a model whose fusion hidden size is at least
+``WIDE_FROM_HIDDEN``, and runs float32 everywhere else. On a wide model bfloat16 is much faster, with the same
+completeness and the same ranking of patches and tokens; on the embedded model's 128-wide matrices it is slower, so
+``auto`` keeps float32 there (docs/explanations.md has the measurements). The metadata names the precision used, and
+the convergence delta shows what it cost.
 """
 
 from __future__ import annotations
@@ -62,8 +61,8 @@ def resolve_precision(precision: str, model, device: torch.device) -> str:
 
 def resolve_batch(batch, model, device: torch.device) -> int:
     """The internal batch asked for, or for ``auto`` 8, except 2 for a wide model on the CPU: its matrices keep the
-    cores busy at batch 2 already (vle-base VQA shape, bfloat16, 2 threads: 31x a plain forward at batch 2, 37x at 4,
-    42x at 8), and batch 8 in float32 holds about 22 GB of activations for the backward pass."""
+    cores busy at batch 2 already, so a larger batch only runs slower there, and batch 8 in float32 holds tens of GB of
+    activations for the backward pass (docs/explanations.md)."""
     if batch == "auto":
         return 2 if is_wide(model) and device.type == "cpu" else 8
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:

@@ -49,10 +49,8 @@ def _normalized(relevance: torch.Tensor) -> torch.Tensor:
 # How a cross-attention layer adds to the query stream's relevance over the other stream, R_qk += left(R_qq) Ā R̄_kk:
 # ``chefer``: left = R̄_qqᵀ, the paper's rule; ``composed``: left = R̄_qq, as every other rule composes relevance (a
 # query token's state is built from the tokens in its row of R_qq, and each of those attended to the other stream).
-# ``composed`` points better, for co-attention relevance and rollout alike (pointing game on held-out questions never
-# reported: seed 1,500,000, 200 questions, 0.919 -> 0.939 and 0.924 -> 0.929; seed 1,600,000, 600 questions,
-# 0.907 -> 0.932 and 0.903 -> 0.925), and lowers co-attention relevance's text + AUC (0.384 -> 0.291 on the first 200
-# of those); image + AUC unchanged (0.384). On the evaluation seeds it raises both too, rollout more (see README).
+# ``composed`` is the default: it points better for co-attention relevance and rollout alike, on held-out questions
+# of seeds that are never reported (docs/explanations.md has the numbers).
 CROSS_RULES = {"composed": _normalized, "chefer": lambda r: _normalized(r).T}
 
 
