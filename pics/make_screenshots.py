@@ -15,10 +15,7 @@ failed explorer shows, when one cannot run.
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,13 +24,11 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Locator, Page, sync_playwright
 
+from widgets.serve import CHROMIUM_ARGS, served_app
+
 ROOT = Path(__file__).resolve().parent.parent
 PICS = ROOT / "pics"
-NOTEBOOK = ROOT / "notebooks" / "explorer.ipynb"
 CHROMIUM = "/usr/bin/chromium"
-# without the networking flags Chromium keeps trying to reach hosts it cannot reach (see tests/test_browser.py)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 # Voilà scrolls an inner panel: a tall viewport keeps every explorer on screen, so element shots are never cut off
 VIEWPORT = {"width": 1200, "height": 2400}
 SCENE = "shapes_0"
@@ -50,40 +45,6 @@ TABS = (("VQA", "workbench_vqa.png", "vle-heatmap"),
         ("VCR", "workbench_vcr.png", "vle-vcr-q2a"),
         ("Compare methods", "workbench_compare.png", "vle-comparison"))
 FRONT = "workbench.png"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_voila(port: int, log) -> subprocess.Popen:
-    """Voilà on the explorer; returns once its port accepts connections (polling with GET would start kernels)."""
-
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    server = subprocess.Popen([sys.executable, "-m", "voila", str(NOTEBOOK), "--no-browser", f"--port={port}",
-                               "--Voila.ip=127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                stop(server)
-                raise RuntimeError(f"Voilà did not start: see {log.name}") from None
-            time.sleep(0.2)
-
-
-def stop(server: subprocess.Popen) -> None:
-    """By PID: Voilà's kernels stop with it."""
-    server.terminate()
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def settle(page: Page) -> None:
@@ -247,16 +208,13 @@ def main() -> int:
     started = time.monotonic()
     # Voilà's log and the pictures of explorers that failed: kept only when something went wrong
     scratch = Path(tempfile.mkdtemp(prefix="vle-screenshots-"))
-    port = free_port()
     with open(scratch / "voila.log", "w") as log:
-        server = start_voila(port, log)
         try:
-            written, failures = shoot_all(f"http://127.0.0.1:{port}/", scratch)
+            with served_app(log) as url:
+                written, failures = shoot_all(url, scratch)
         except Exception:
             print(f"Voilà's log: {log.name}", file=sys.stderr)
             raise
-        finally:
-            stop(server)
     for name, size in written:
         print(f"wrote {(PICS / name).relative_to(ROOT)} ({size / 1000:.0f} kB)")
     print(f"{len(written)} pictures in {time.monotonic() - started:.0f} s")

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +25,8 @@ pytest.importorskip("playwright", reason="pip install -e '.[test]' installs play
 pytest.importorskip("voila", reason="pip install -e . installs voila")
 from playwright.sync_api import expect  # noqa: E402
 
+from widgets.serve import CHROMIUM_ARGS, served_app  # noqa: E402
+
 if shutil.which("chromium") is None:
     pytest.skip("Debian's chromium is not on PATH: `make test` installs it (apt-get install -y chromium)",
                 allow_module_level=True)
@@ -39,20 +37,12 @@ if not (ROOT / "vle" / "checkpoints" / "vle-tiny-shapes-vqa" / "config.json").is
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """Debian's Chromium, without the network chatter it tries when nothing can be reached."""
-    return {**browser_type_launch_args, "executable_path": shutil.which("chromium"),
-            "args": ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync"]}
+    return {**browser_type_launch_args, "executable_path": shutil.which("chromium"), "args": CHROMIUM_ARGS}
 
 
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": {"width": 1300, "height": 2000}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _ChatCompletions(http.server.BaseHTTPRequestHandler):
@@ -94,31 +84,10 @@ def llm_url():
 @pytest.fixture(scope="session")
 def explorer_url(llm_url):
     """Voilà on the explorer notebook; ready when its port accepts connections (a GET would start a kernel)."""
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLE_LLM_BASE_URL": llm_url, "VLE_LLM_MODEL": "stub"}
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "voila.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "voila", str(ROOT / "notebooks" / "explorer.ipynb"),
-                               "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"Voilà did not start: see {ARTIFACTS / 'voila.log'}") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    with open(ARTIFACTS / "voila.log", "w") as log, \
+            served_app(log, env={"OMP_NUM_THREADS": "1", "VLE_LLM_BASE_URL": llm_url, "VLE_LLM_MODEL": "stub"}) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
