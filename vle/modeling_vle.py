@@ -29,8 +29,13 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_vle import VLEConfig
 from .hub import resolve_model_path
-from .loading import (align_config_with_checkpoint, check_loading_info, interpolate_position_embedding,
-                      readable_loading_errors)
+from .loading import (
+    align_config_with_checkpoint,
+    check_loading_info,
+    interpolate_position_embedding,
+    readable_loading_errors,
+)
+from .precision import resolve_dtype
 
 logger = logging.get_logger(__name__)
 
@@ -273,12 +278,14 @@ class VLEPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, init_new_head: bool = False,
-                        image_size: int | None = None, **kwargs):
+                        image_size: int | None = None, dtype="float32", dtype_device="cpu", **kwargs):
         """Load a VLE checkpoint: a local folder, a hub id, or a shipped model name (see ``vle.hub``).
 
         Checkpoints in the original layout (``vle.``-prefixed or bare, old ``position_ids`` buffers, legacy MLM head)
         load with no missing weight. A head the checkpoint lacks is an error naming it, unless
         ``init_new_head=True`` (fine-tuning a new head). ``image_size`` interpolates the position embeddings.
+        ``dtype``: the weights' type, loaded as such (no float32 copy on the way): float32 by default, or "auto"
+        (``vle.precision.resolve_dtype``: bfloat16 for a wide model where ``dtype_device`` multiplies it natively).
         """
 
         path = resolve_model_path(pretrained_model_name_or_path)
@@ -288,9 +295,10 @@ class VLEPreTrainedModel(PreTrainedModel):
         with readable_loading_errors(path):
             if config is None:
                 config = VLEConfig.from_pretrained(path, **hub_kwargs)
+            torch_dtype = resolve_dtype(dtype, config, dtype_device)
             align_config_with_checkpoint(config, path, hub_kwargs)
             model, info = super().from_pretrained(path, *model_args, config=config, output_loading_info=True,
-                                                  **kwargs)
+                                                  dtype=torch_dtype, **kwargs)
         known = {prefix for head in HEADS.values() for prefix in head.head_prefixes}
         check_loading_info(model, info, path, init_new_head, known)
         if image_size is not None:

@@ -23,6 +23,7 @@ from .errors import InputError, check_choice, check_int, check_no_extra, check_t
 from .hub import resolve_model_path
 from .image_utils import load_image, patch_scores_to_pixels
 from .modeling_vle import HEADS
+from .precision import describe, dtype_name, resolve_dtype
 from .processing_vle import VLEProcessor
 from .vcr import BOX_MAPPINGS, TASKS, check_annotation
 
@@ -33,6 +34,8 @@ class _VLEPipeline(Pipeline):
     their call options in ``_sanitize_parameters``."""
 
     input_keys: tuple[str, ...] = ("image", "text")
+    text_key: str | None = None  # the one text of a batchable pipeline (a list of examples runs as batches)
+    default_batch_size = 8
 
     def __init__(self, model, processor, device=None, **kwargs):
         if not isinstance(model, torch.nn.Module):
@@ -42,15 +45,18 @@ class _VLEPipeline(Pipeline):
             raise InputError(f"processor must be a VLEProcessor, got {type(processor).__name__}")
         if device is None:
             device = model.device
+        self.dtype_choice = kwargs.pop("dtype_choice", None) or dtype_name(model.dtype)
         super().__init__(model=model, processor=processor, tokenizer=processor.tokenizer,
                          image_processor=processor.image_processor, device=device, **kwargs)
 
     def __call__(self, inputs=None, **kwargs):
         given = {key: kwargs.pop(key) for key in self.input_keys if key in kwargs}
         batch_size = kwargs.pop("batch_size", None)
-        if batch_size not in (None, 1):
-            raise InputError("these pipelines run one example at a time: leave batch_size out (a list of examples "
-                             "is answered in order)")
+        if batch_size is not None:
+            batch_size = check_int(batch_size, "batch_size", low=1)
+            if self.text_key is None and batch_size > 1:
+                raise InputError(f"{type(self).__name__} runs one example at a time (each is a batch already): "
+                                 "leave batch_size out")
         if inputs is None:
             missing = [key for key in self.input_keys if key not in given]
             if missing:
@@ -66,10 +72,26 @@ class _VLEPipeline(Pipeline):
             if not inputs:
                 raise InputError("the list of examples is empty")
             inputs = [self._checked(example, f"example {index}") for index, example in enumerate(inputs)]
+            if self.text_key is not None and (batch_size or self.default_batch_size) > 1:
+                return self._batched(inputs, batch_size or self.default_batch_size, **kwargs)
         else:
             raise InputError(f"pass the inputs as keywords ({', '.join(self.input_keys)}), a dict or a list of dicts; "
                              f"got {type(inputs).__name__}")
         return super().__call__(inputs, **kwargs)
+
+    def _batched(self, examples: list[dict], batch_size: int, **kwargs) -> list:
+        """A list of examples in batches: the image tower once per distinct image of a batch, texts padded to the
+        batch's longest; the same answers as one at a time (to float rounding)."""
+        _, _, post = self._sanitize_parameters(**kwargs)
+        post = {**self._postprocess_params, **post}
+        results = []
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start:start + batch_size]
+            images = [load_image(example["image"]) for example in chunk]
+            logits = batch_logits(self.model, self.processor, images, [e[self.text_key] for e in chunk])
+            for row, image in enumerate(images):
+                results.append(self.postprocess({"logits": logits[row:row + 1], "_image": image}, **post))
+        return results
 
     def _checked(self, example, where: str) -> dict:
         if not isinstance(example, dict):
@@ -100,8 +122,42 @@ class _VLEPipeline(Pipeline):
     def _forward(self, model_inputs):
         extras = {k: model_inputs.pop(k) for k in list(model_inputs) if k.startswith("_")}
         with torch.no_grad():
-            output = self.model(**model_inputs)
-        return {"logits": output.logits, **extras}
+            output = self.model(**to_model(self.model, model_inputs), **pooled_kwargs(self.model))
+        return {"logits": output.logits.float(), **extras}  # scores in float32, whatever the weights
+
+
+def to_model(model, inputs: dict) -> dict:
+    """Model inputs on the model's device, their float tensors (pixels, features) in its float type."""
+    parameter = next(model.parameters())
+
+    def move(value):
+        if not isinstance(value, torch.Tensor):
+            return value
+        return value.to(parameter.device, parameter.dtype) if value.is_floating_point() else value.to(parameter.device)
+    return {key: move(value) for key, value in inputs.items()}
+
+
+def pooled_kwargs(model) -> dict:
+    """``pooled_only=True`` for heads that read only the pooled pair: the last fusion layer then updates just the
+    class tokens (same logits, less work)."""
+    reads = getattr(model, "reads_pooled_only", None)
+    return {"pooled_only": True} if reads is not None and reads() else {}
+
+
+def batch_logits(model, processor, images: list, texts: list[str]) -> torch.Tensor:
+    """The head's logits for (image, text) pairs run as one batch: each distinct image through the image tower once,
+    texts padded to the longest. ``images``: PIL images (read by the one loader)."""
+    pixels = processor.preprocess_images(images)  # (n, 3, S, S)
+    keys = [pixels[row].numpy().tobytes() for row in range(len(pixels))]
+    distinct: dict[bytes, int] = {}
+    for key in keys:
+        distinct.setdefault(key, len(distinct))
+    first_rows = [keys.index(key) for key in distinct]  # one row per distinct image
+    tokens = to_model(model, dict(processor.tokenize(texts)))
+    with torch.no_grad():
+        features = model.base_vle.get_image_features(to_model(model, {"pixels": pixels[first_rows]})["pixels"])
+        features = features[[distinct[key] for key in keys]]  # (n, 1 + patches, Hv)
+        return model(**tokens, image_features=features, **pooled_kwargs(model)).logits.float()
 
 
 class VLEForVQAPipeline(_VLEPipeline):
@@ -270,9 +326,11 @@ def pipeline_tasks() -> dict[str, tuple[str, type]]:
     return {**tasks, **EXTRA_PIPELINES}
 
 
-def pipeline(task: str, model, processor=None, device=None, **kwargs) -> _VLEPipeline:
+def pipeline(task: str, model, processor=None, device=None, dtype="auto", **kwargs) -> _VLEPipeline:
     """Build a VLE pipeline: ``task`` in vqa, itm, pbc, vcr_q2a, vcr_qa2r, classify (and any registered head);
-    ``model`` a name, folder, hub id or a loaded model; ``processor`` defaults to the one saved with the model."""
+    ``model`` a name, folder, hub id or a loaded model; ``processor`` defaults to the one saved with the model.
+    ``dtype``: "auto" (bfloat16 weights for a wide model where ``device`` multiplies bfloat16 natively, else
+    float32; a loaded model keeps its own), or float32 / bfloat16 to force one. ``pipe.dtype_choice`` says which."""
 
     tasks = pipeline_tasks()
     if task not in tasks:
@@ -280,9 +338,10 @@ def pipeline(task: str, model, processor=None, device=None, **kwargs) -> _VLEPip
     head_task, pipeline_class = tasks[task]
     model_class = HEADS[head_task]
     class_name = model_class.__name__
+    check_device(device)
     if isinstance(model, (str, os.PathLike)):
         path = resolve_model_path(model)
-        model = model_class.from_pretrained(path)
+        model = model_class.from_pretrained(path, dtype=dtype, dtype_device=device_of(device))
         processor = processor or VLEProcessor.from_pretrained(path)
     elif not isinstance(model, torch.nn.Module):
         raise InputError(f"model must be a shipped name, a folder, a hub id or a loaded {class_name}; got "
@@ -292,9 +351,18 @@ def pipeline(task: str, model, processor=None, device=None, **kwargs) -> _VLEPip
                          f"with {class_name}.from_pretrained, or give the pipeline its name")
     elif processor is None:
         raise InputError("pass the processor along with a loaded model")
-    check_device(device)
+    elif dtype not in (None, "auto"):
+        model = model.to(resolve_dtype(dtype, model.config))
     defaults = {"task": head_task.removeprefix("vcr_")} if pipeline_class is VLEForVCRPipeline else {}
-    return pipeline_class(model=model.eval(), processor=processor, device=device, **{**defaults, **kwargs})
+    return pipeline_class(model=model.eval(), processor=processor, device=device,
+                          dtype_choice=describe(model.dtype, dtype), **{**defaults, **kwargs})
+
+
+def device_of(device) -> str:
+    """A pipeline's ``device`` argument as a torch device string (None and negative indices: the CPU)."""
+    if device is None or (isinstance(device, int) and device < 0):
+        return "cpu"
+    return f"cuda:{device}" if isinstance(device, int) else str(device)
 
 
 def check_device(device) -> None:

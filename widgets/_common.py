@@ -43,12 +43,15 @@ def _no_progress_bars():
             logging.enable_progress_bar()
 
 
-@lru_cache(maxsize=8)
-def load_session(model: str, head: str | None = None):
-    """A ``vle.explain.Session`` on a shipped/saved model by name, loaded once per process (explorers on the same
-    model share it, and its image-feature cache). ``head``: a task name of ``vle.HEADS`` (default: the checkpoint's
-    own head)."""
+def load_session(model, head: str | None = None) -> Session:
+    """A ``vle.explain.Session``: ``model`` is one already (kept, e.g. on a model of your own), or a shipped/saved
+    model by name, loaded once per process (explorers on the same model share it, and its image-feature cache).
+    ``head``: a task name of ``vle.HEADS`` (default: the checkpoint's own head)."""
+    return model if isinstance(model, Session) else _load_session(model, head)
 
+
+@lru_cache(maxsize=8)
+def _load_session(model: str, head: str | None) -> Session:
     with _no_progress_bars():
         return Session.from_pretrained(model, head=head)
 
@@ -186,6 +189,7 @@ class Status(W.VBox):
         self.message = W.HTML()
         self.message.add_class("vle-status")
         self.error = None
+        self.context = ""  # what the runs use, e.g. the model's float type, shown after "done"
         super().__init__([self.progress, self.message])
 
     def show(self, text: str, kind: str = "info") -> None:
@@ -210,7 +214,8 @@ class Status(W.VBox):
             self.error = error
             self.show(describe_error(error), "error")
         else:
-            self.show(f"done in {time.perf_counter() - started:.2f} s", "ok")
+            self.show(f"done in {time.perf_counter() - started:.2f} s" + (f" · {self.context}" if self.context else ""),
+                      "ok")
         finally:
             self.progress.layout.display = "none"
             if button is not None:

@@ -39,6 +39,7 @@ class AttentionExplorer(W.VBox, Quiet):
         self.run_button = W.Button(description="Record attention", button_style="primary", icon="play")
         self.run_button.add_class("vle-run")
         self.status = Status()
+        self.status.context = f"weights in {self.session.dtype_choice}"
         self.direction = W.ToggleButtons(options=DIRECTIONS, value=DIRECTIONS[0])
         self.token = W.ToggleButtons(options=[], description="word", style={"button_width": "auto"})
         self.row = W.IntSlider(value=grid // 2, min=0, max=grid - 1, description="patch row")

@@ -39,6 +39,7 @@ class MethodComparison(W.VBox):
         self.run_button = W.Button(description="Compare", button_style="primary", icon="play")
         self.run_button.add_class("vle-run")
         self.status = Status()
+        self.status.context = f"weights in {self.session.dtype_choice}"
         self.opacity = W.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="opacity",
                                      continuous_update=False)
         self.figure = picture("vle-comparison")

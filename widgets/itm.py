@@ -42,6 +42,7 @@ class ITMExplorer(W.VBox):
         self.run_button = W.Button(description="Run", button_style="primary", icon="play")
         self.run_button.add_class("vle-run")
         self.status = Status()
+        self.status.context = f"weights in {self.session.dtype_choice}"
         self.view = W.ToggleButtons(options=VIEWS, value=VIEWS[0])
         methods = self.session.methods_for(ITMMatch(True))
         self.method = W.Dropdown(options=methods, value="coattention_relevance", description="ITM method")

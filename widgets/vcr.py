@@ -61,6 +61,7 @@ class VCRExplorer(W.VBox):
 
     def _score(self, task: str, annotation: dict, image, record: dict) -> dict:
         session = load_session(self.model_names[task], f"vcr_{task}")
+        self.status.context = f"weights in {session.dtype_choice}"
         inputs = session.prepare_vcr(annotation, image, record)
         key = "answer_choices" if task == "q2a" else "rationale_choices"
         return {"inputs": inputs, "probabilities": session.choices(inputs).numpy(), "choices": annotation[key],

@@ -28,9 +28,9 @@ NO_CONTRAST = -1
 class VQAExplorer(W.VBox, Quiet):
     """Image + question → top-k answers → an explanation of the chosen answer.
 
-    ``model``: a shipped name or folder of a VQA model. ``llm``/``captioner``: for the LLM panel (anything
-    ``vle.llm.resolve_llm`` / ``resolve_captioner`` take); without ``llm`` the panel reads the environment and
-    says how to configure a backend when none is set.
+    ``model``: a shipped name or folder of a VQA model, or a ``vle.explain.Session`` on one. ``llm`` /
+    ``captioner``: for the LLM panel (anything ``vle.llm.resolve_llm`` / ``resolve_captioner`` take); without ``llm``
+    the panel reads the environment and says how to configure a backend when none is set.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, image: str | None = "shapes_0", question: str = "",
@@ -55,6 +55,7 @@ class VQAExplorer(W.VBox, Quiet):
         self.run_button = W.Button(description="Run", button_style="primary", icon="play")
         self.run_button.add_class("vle-run")
         self.status = Status()
+        self.status.context = f"weights in {self.session.dtype_choice}"
 
         self.top_answer = W.HTML()
         self.top_answer.add_class("vle-top-answer")
@@ -79,7 +80,8 @@ class VQAExplorer(W.VBox, Quiet):
         self.tokens = picture("vle-tokens")
         self.info = W.HTML()
         self.info.add_class("vle-info")
-        self.llm = LLMPanel(llm=llm, captioner=captioner, vqa_model=model, source=self._llm_inputs)
+        self.llm = LLMPanel(llm=llm, captioner=captioner, vqa_model=model if isinstance(model, str) else None,
+                            source=self._llm_inputs)
 
         self.run_button.on_click(lambda _: self.run())
         self.picker.on_change(self._image_changed)
@@ -105,22 +107,23 @@ class VQAExplorer(W.VBox, Quiet):
     # -- heavy: the Run button ---------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Answer the question (image tower once per image) and explain the selected target."""
-        status = self.status.run(self.run_button, steps=3, text="reading the image …")
+        """Answer the question and explain the top answer with the selected method, in one forward where the method
+        runs one (image tower once per image)."""
+        status = self.status.run(self.run_button, steps=2, text="answering and explaining …")
         with status as status, timed(self.timings, "run"):
             question = self.question.value.strip()
             if not question:
                 raise ValueError("type a question first")
             image, record = self.picker.image, self.picker.record
-            status.step("answering …")
-            inputs, answers = self.session.ask(image, question, self.top_k.value)
+            method, options = self.method.value, self.method_options()
+            inputs, answers, explanation = self.session.ask_and_explain(image, question, self.top_k.value, method,
+                                                                        **options)
             # nothing is replaced until the answers are in: a failed run keeps the last good one on screen
             self._image, self._record, self.inputs, self.answers = image, record, inputs, answers
-            self.explanations.clear()
+            self.explanations = {(explanation.target, method, tuple(sorted(options.items()))): explanation}
             self._show_answers()
-            status.step("explaining …")
-            self._explain(force=True)
             status.step("drawing …")
+            self._explain(force=True)
 
     def _show_answers(self) -> None:
         top = self.answers[0]

@@ -17,11 +17,12 @@ from .methods import METHODS, Attribution, Method, get_method, register
 from .recorder import Recorder, hook_count
 from .result import Explanation
 from .session import Session
-from .targets import ITMMatch, PBCPhrase, Target, VCRChoice, VCRContrast, VQAAnswer, VQAContrast, vqa_answer
+from .targets import (ITMMatch, PBCPhrase, Target, TopAnswer, VCRChoice, VCRContrast, VQAAnswer, VQAContrast,
+                      vqa_answer)
 from .wrapper import TargetForward
 
 __all__ = [
     "METHODS", "Attribution", "ExplainInputs", "Explanation", "ITMMatch", "ImageFeatureCache", "Method",
-    "PBCPhrase", "Recorder", "Session", "Target", "TargetForward", "VCRChoice", "VCRContrast", "VQAAnswer",
+    "PBCPhrase", "Recorder", "Session", "Target", "TargetForward", "TopAnswer", "VCRChoice", "VCRContrast", "VQAAnswer",
     "VQAContrast", "explain", "get_method", "hook_count", "merge_words", "perturbation_curve", "register", "vqa_answer",
 ]

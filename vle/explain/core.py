@@ -21,10 +21,12 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .inputs import ExplainInputs, ImageFeatureCache, forward, merge_words, model_device
+from .inputs import ExplainInputs, ImageFeatureCache, forward, merge_words
 from .methods import get_method
 from .result import Explanation
-from .targets import Target
+from .targets import Target, TopAnswer
+
+TOP_ANSWERS = 10  # how many of the explained forward's answers an explanation of a VQA answer keeps
 
 
 def explain(model, inputs: ExplainInputs, target, method: str = "coattention_relevance",
@@ -49,7 +51,10 @@ def explain(model, inputs: ExplainInputs, target, method: str = "coattention_rel
     if model.training:
         raise ValueError("put the model in eval mode (model.eval()): dropout makes explanations random")
     started = time.perf_counter()
-    inputs = inputs.to(model_device(model))
+    inputs = inputs.for_model(model)
+    if isinstance(target, TopAnswer) and not runner.reads_one_forward:  # perturbations must keep one answer
+        with torch.no_grad():
+            target = target.resolve(model, forward(model, inputs, target).logits)
     if runner.needs_image_tower:
         inputs = replace(inputs, image_features=None)
     elif inputs.image_features is None:  # the tower runs once, without gradient; a cache keeps it for later
@@ -93,8 +98,13 @@ def package(model, inputs, target, runner, attribution, seconds: float) -> Expla
     logits = attribution.logits
     with torch.no_grad():
         logits = forward(model, inputs, target).logits if logits is None else logits.detach()
+        if isinstance(target, TopAnswer):
+            target = target.resolve(model, logits)
         metadata["target_score"] = float(target.score(logits)[0])
         metadata["target_probability"] = float(target.probability(logits)[0])
+        if target.head == "vqa":  # the answers the explained forward gave, best first: (index, probability)
+            top = logits[0].float().softmax(-1).topk(min(TOP_ANSWERS, logits.shape[-1]))
+            metadata["top_answers"] = [[int(i), float(p)] for p, i in zip(*top)]
     return Explanation(patch_scores=image[: grid * grid].reshape(grid, grid), box_scores=image[grid * grid:],
                        tokens=shown.tokens, token_scores=text, words=words, word_scores=np.asarray(word_scores),
                        target=target, method=runner.name, signed=runner.signed, metadata=metadata)

@@ -30,6 +30,11 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def model_dtype(model) -> torch.dtype:
+    """The float type of the model's weights: its inputs' pixels are cast to it."""
+    return next(model.parameters()).dtype
+
+
 def background_fill(pixel_values: torch.Tensor) -> torch.Tensor:
     """What removed pixels are set to: each image's per-channel median colour, spread over the image (same shape as
     ``pixel_values``). In the shapes world that is the background, so a removed patch shows nothing; CLIP's mean
@@ -69,11 +74,19 @@ class ExplainInputs:
         return cls(inputs, pieces[0], pieces if ids.dim() == 3 else (), frozenset(tokenizer.all_special_tokens),
                    frozenset(tokenizer.all_special_ids))
 
-    def to(self, device) -> "ExplainInputs":
-        """The same example with its tensors (and cached image features) on ``device``."""
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.model_inputs.items()}
-        features = None if self.image_features is None else self.image_features.to(device)
-        return replace(self, model_inputs=moved, image_features=features)
+    def to(self, device, dtype: torch.dtype | None = None) -> "ExplainInputs":
+        """The same example with its tensors (and cached image features) on ``device``; with ``dtype``, its float
+        tensors (pixels, features) in that type too (token ids and masks keep theirs)."""
+        def move(value):
+            if not isinstance(value, torch.Tensor):
+                return value
+            return value.to(device, dtype) if dtype is not None and value.is_floating_point() else value.to(device)
+        moved = {k: move(v) for k, v in self.model_inputs.items()}
+        return replace(self, model_inputs=moved, image_features=move(self.image_features))
+
+    def for_model(self, model) -> "ExplainInputs":
+        """The example where ``model`` runs: on its device, its pixels in its float type."""
+        return self.to(model_device(model), model_dtype(model))
 
     # -- shape facts -----------------------------------------------------------------------------------------------
 
@@ -134,8 +147,10 @@ class ImageFeatureCache:
 
     @staticmethod
     def key(model, pixel_values: torch.Tensor) -> tuple:
-        digest = hashlib.sha1(pixel_values.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-        return id(model), tuple(pixel_values.shape), digest
+        raw = pixel_values.detach().cpu().contiguous()
+        raw = raw.view(torch.int16) if raw.dtype == torch.bfloat16 else raw  # numpy has no bfloat16: hash its bits
+        digest = hashlib.sha1(raw.numpy().tobytes()).hexdigest()
+        return id(model), tuple(pixel_values.shape), str(pixel_values.dtype), digest
 
     def features(self, model, pixel_values: torch.Tensor) -> torch.Tensor:
         key = self.key(model, pixel_values)

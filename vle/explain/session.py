@@ -29,37 +29,46 @@ import torch
 from ..configuration_vle import VLEConfig
 from ..errors import InputError, check_int, check_text, check_texts
 from ..hub import resolve_model_path
+from ..image_utils import load_image
 from ..modeling_vle import HEADS
-from ..pipelines import check_template, rank_labels, top_answers
+from ..pipelines import batch_logits, check_template, rank_labels, to_model, top_answers
+from ..precision import describe, resolve_dtype
 from ..processing_vle import VLEProcessor
 from .core import explain
-from .inputs import ExplainInputs, ImageFeatureCache, forward, model_device
+from .inputs import ExplainInputs, ImageFeatureCache, forward
 from .methods import METHODS
 from .result import Explanation
-from .targets import ITMMatch, PBCPhrase, Target, VCRChoice, VQAAnswer, VQAContrast, model_heads, vqa_answer
+from .targets import (ITMMatch, PBCPhrase, Target, TopAnswer, VCRChoice, VQAAnswer, VQAContrast, model_heads,
+                      vqa_answer)
 
 
 class Session:
     """``model``: a loaded VLE head model (with its ``processor``), or a shipped name, folder or hub id (``head``:
-    which head class to load, a task name of ``vle.HEADS``; default: the one the checkpoint was saved as)."""
+    which head class to load, a task name of ``vle.HEADS``; default: the one the checkpoint was saved as).
+    ``dtype``: "auto" (bfloat16 weights for a wide model on hardware that multiplies bfloat16, else float32; a loaded
+    model keeps its own) or float32 / bfloat16; ``dtype_choice`` says which was used."""
 
-    def __init__(self, model, processor=None, head: str | None = None, cache_size: int = 8):
+    def __init__(self, model, processor=None, head: str | None = None, cache_size: int = 8, dtype="auto"):
         if isinstance(model, (str, os.PathLike)):
             path = resolve_model_path(model)
-            model_class = HEADS[head] if head else head_class_of(path)
-            model, processor = model_class.from_pretrained(path), processor or VLEProcessor.from_pretrained(path)
+            model_class = HEADS[check_head(head)] if head else head_class_of(path)
+            model = model_class.from_pretrained(path, dtype=dtype)
+            processor = processor or VLEProcessor.from_pretrained(path)
         elif head is not None:
             raise InputError("head= chooses what to load from a name or folder; this model is already loaded")
+        elif dtype not in (None, "auto") and isinstance(model, torch.nn.Module) and hasattr(model, "config"):
+            model = model.to(resolve_dtype(dtype, model.config))
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "explains"):
             raise InputError(f"model must be a VLE head model or its name, got {type(model).__name__}")
         if processor is None:
             raise InputError("pass the processor along with a loaded model")
         self.model, self.processor = model.eval(), processor
         self.cache = ImageFeatureCache(check_int(cache_size, "cache_size", low=1))
+        self.dtype_choice = describe(self.model.dtype, dtype)
 
     @classmethod
-    def from_pretrained(cls, name, head: str | None = None, cache_size: int = 8) -> "Session":
-        return cls(name, head=head, cache_size=cache_size)
+    def from_pretrained(cls, name, head: str | None = None, cache_size: int = 8, dtype="auto") -> "Session":
+        return cls(name, head=head, cache_size=cache_size, dtype=dtype)
 
     # -- inputs ----------------------------------------------------------------------------------------------------
 
@@ -67,7 +76,7 @@ class Session:
         """One image (read by the one loader) and one text as model inputs, with the image features attached from
         the cache (the tower runs only for an image not seen lately)."""
         check_text(text, "text")
-        inputs = ExplainInputs.build(self.processor, image, text).to(model_device(self.model))
+        inputs = ExplainInputs.build(self.processor, image, text).for_model(self.model)
         return self.with_features(inputs)
 
     def with_features(self, inputs: ExplainInputs) -> ExplainInputs:
@@ -80,7 +89,7 @@ class Session:
         if isinstance(inputs_or_image, ExplainInputs):
             if text is not None:
                 raise InputError("give prepared inputs or an image and a text, not both")
-            return self.with_features(inputs_or_image.to(model_device(self.model)))
+            return self.with_features(inputs_or_image.for_model(self.model))
         if text is None:
             raise InputError("give the text along with the image")
         return self.prepare(inputs_or_image, text)
@@ -91,8 +100,9 @@ class Session:
         """The head's logits for ``inputs`` (the image features reused), for a target family the model explains."""
         self._needs(family)
         target = {"vqa": VQAAnswer(0), "itm": ITMMatch(), "pbc": PBCPhrase(), "vcr": VCRChoice(0)}[family]
+        pooled = {"pooled_only": True} if self.model.reads_pooled_only(family) else {}  # less work, same logits
         with torch.no_grad():
-            return forward(self.model, self.with_features(inputs), target).logits
+            return forward(self.model, self.with_features(inputs), target, **pooled).logits
 
     def answers(self, inputs: ExplainInputs, top_k: int = 5) -> list[dict]:
         """The top-k VQA answers, best first: ``{"answer", "score", "index"}`` (the pipeline's scores)."""
@@ -104,6 +114,36 @@ class Session:
         inputs = self.prepare(image, question)
         return inputs, self.answers(inputs, top_k)
 
+    def ask_and_explain(self, image, question: str, top_k: int = 5, method: str = "coattention_relevance",
+                        **options) -> tuple[ExplainInputs, list[dict], Explanation]:
+        """A question answered and its top answer explained, sharing one forward where the method runs one on the
+        unperturbed input (the attention methods): (prepared inputs, top-k answers, explanation). The answers are
+        those of the explained forward."""
+        top_k = check_int(top_k, "top_k", low=1)
+        inputs = self.prepare(image, question)
+        explanation = self.explain(inputs, target=TopAnswer(), method=method, **options)
+        names = self.model.config.id2label
+        answers = [{"answer": str(names[i]), "score": p, "index": i}
+                   for i, p in explanation.metadata["top_answers"][:top_k]]
+        if len(answers) < top_k:
+            answers = self.answers(inputs, top_k)
+        return inputs, answers, explanation
+
+    def ask_many(self, images, questions, top_k: int = 5, batch_size: int = 8) -> list[list[dict]]:
+        """Top-k answers for many (image, question) pairs, run in batches: each distinct image of a batch through the
+        image tower once, the questions padded to the batch's longest (as the VQA pipeline does with a list)."""
+        self._needs("vqa")
+        top_k, batch_size = check_int(top_k, "top_k", low=1), check_int(batch_size, "batch_size", low=1)
+        questions = check_texts(questions, "questions")
+        if isinstance(images, (str, bytes)) or not isinstance(images, (list, tuple)) or len(images) != len(questions):
+            raise InputError("give one image per question (two lists of the same length)")
+        answers = []
+        for start in range(0, len(questions), batch_size):
+            chunk = [load_image(image) for image in images[start:start + batch_size]]
+            logits = batch_logits(self.model, self.processor, chunk, questions[start:start + batch_size])
+            answers += [top_answers(row, self.model.config.id2label, top_k) for row in logits]
+        return answers
+
     def match(self, inputs: ExplainInputs) -> float:
         """The ITM probability that the text matches the image."""
         return float(self.logits(inputs, "itm").float().softmax(-1)[0, 1])
@@ -113,9 +153,7 @@ class Session:
         self._needs("itm")
         labels = check_texts(labels, "labels", unique=True)
         template = check_template(template)
-        device = model_device(self.model)
-        batch = {key: value.to(device) for key, value in
-                 self.processor(text=[template.format(label) for label in labels], images=image).items()}
+        batch = to_model(self.model, self.processor(text=[template.format(label) for label in labels], images=image))
         features = self.cache.features(self.model, batch.pop("pixel_values"))  # one image, shared by every label
         with torch.no_grad():
             logits = self.model(**batch, image_features=features, **self.model.head_kwargs("itm")).logits
@@ -126,7 +164,7 @@ class Session:
         self._needs("vcr")
         task = self.model.task.removeprefix("vcr_")
         batch = self.processor.vcr(annotation, image, metadata, task=task, patch_size=self.model.config.patch_size)
-        return self.with_features(ExplainInputs.from_batch(dict(batch), self.processor).to(model_device(self.model)))
+        return self.with_features(ExplainInputs.from_batch(dict(batch), self.processor).for_model(self.model))
 
     def choices(self, inputs: ExplainInputs) -> torch.Tensor:
         """The probability of each choice of a VCR item, (choices,)."""
@@ -184,6 +222,12 @@ class Session:
         if family not in model_heads(self.model):
             raise InputError(f"{type(self.model).__name__} has no {family.upper()} head; it answers "
                              f"{', '.join(model_heads(self.model)) or 'no'} targets")
+
+
+def check_head(head: str) -> str:
+    if head not in HEADS:
+        raise InputError(f"unknown head {head!r}; registered heads: {', '.join(HEADS)}")
+    return head
 
 
 def head_class_of(path: str):

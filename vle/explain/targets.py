@@ -101,6 +101,29 @@ class VQAAnswer(Target):
 
 
 @dataclass(frozen=True)
+class TopAnswer(Target):
+    """The model's own top VQA answer, whichever it turns out to be. Methods that read the target's score from one
+    forward on the unperturbed input take it from that forward, so answering and explaining share it; elsewhere it is
+    resolved by a forward first. The ``Explanation`` names the concrete answer (a ``VQAAnswer``)."""
+
+    head = "vqa"
+
+    @property
+    def label(self) -> str:
+        return "the top answer"
+
+    def score(self, logits):
+        return logits.gather(-1, logits.argmax(-1, keepdim=True)).squeeze(-1)
+
+    def probability(self, logits):
+        return logits.float().softmax(-1).max(-1).values
+
+    def resolve(self, model, logits) -> VQAAnswer:
+        """The concrete answer: the argmax of (1, answers) ``logits``."""
+        return vqa_answer(model, int(logits[0].argmax()))
+
+
+@dataclass(frozen=True)
 class VQAContrast(Target):
     """Answer A minus answer B: why A rather than B."""
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..explain.core import explain
 from ..explain.faithfulness import auc, perturbation_curve
-from ..explain.inputs import ExplainInputs, ImageFeatureCache, model_device
+from ..explain.inputs import ExplainInputs, ImageFeatureCache
 from ..explain.methods import METHODS
 from ..explain.targets import VQAAnswer, vqa_answer
 from ..explain.wrapper import TargetForward
@@ -79,7 +79,7 @@ def faithfulness(seed: int | None = None, n: int = DEFAULT_QUESTIONS, methods=No
     rows, cache = defaultdict(lambda: defaultdict(list)), ImageFeatureCache()
     for scene, example, inputs in tqdm(examples(seed, n, processor), total=n, desc="faithfulness",
                                        disable=not progress):
-        inputs = inputs.to(model_device(model))
+        inputs = inputs.for_model(model)
         inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
         with torch.no_grad():
             predicted = int(TargetForward(model, inputs, vqa_answer(model, 0)).logits().argmax())

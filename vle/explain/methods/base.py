@@ -53,6 +53,8 @@ class Method:
     needs_image_tower: ClassVar[bool] = False
     options: ClassVar[dict] = {}  # option name → default
     benchmark: ClassVar[bool] = True  # enters the faithfulness benchmark of the heads it explains (False: opts out)
+    # reads the target's score from one forward on the unperturbed input (so a TopAnswer is resolved from it)
+    reads_one_forward: ClassVar[bool] = False
 
     def __init__(self, **options):
         unknown = set(options) - set(self.options)

@@ -65,6 +65,7 @@ def rows_normalized(weighted):
 @register
 class CoAttentionRelevance(Method):
     name = "coattention_relevance"
+    reads_one_forward = True
     signed = False
     # seed: which CLS rows seed the read-out (weighted by each one's share of the target, both equally, text or
     # image); weighting: head_weighted; normalize_rows: rows_normalized; cross_rule: propagation.CROSS_RULES

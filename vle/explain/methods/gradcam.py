@@ -22,6 +22,7 @@ def cam(states: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
 @register
 class GradCAM(Method):
     name = "gradcam"
+    reads_one_forward = True
     signed = False
     options = {"layer": -2}
 

@@ -37,6 +37,7 @@ def _select(stacked: torch.Tensor, layer, head) -> torch.Tensor:
 @register
 class RawAttention(Method):
     name = "raw_attention"
+    reads_one_forward = True
     signed = False
     options = {"layer": "last", "head": "mean", "keep_maps": True}
 

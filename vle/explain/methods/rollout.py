@@ -13,6 +13,7 @@ from .propagation import check_cross_rule, fusion_maps, relevance_for
 @register
 class AttentionRollout(Method):
     name = "rollout"
+    reads_one_forward = True
     signed = False
     options = {"seed": "both", "cross_rule": "composed"}  # cross_rule: propagation.CROSS_RULES
 
