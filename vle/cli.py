@@ -36,17 +36,24 @@ DEFAULT_MODELS = {
     "vqa": "vle-tiny-shapes-vqa", "itm": "vle-tiny-shapes", "pbc": "vle-tiny-shapes", "classify": "vle-tiny-shapes",
     "vcr_q2a": "vle-tiny-shapes-vcr-q2a", "vcr_qa2r": "vle-tiny-shapes-vcr-qa2r",
 }
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")  # vle.precision.DTYPES, without importing torch to parse options
 VCR_TASKS = ("q2a", "qa2r")  # vle.vcr.TASKS, without importing torch to parse the command line
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def _pipe(task: str, model: str | None):
+def _pipe(task: str, args):
     from .pipelines import pipeline  # heavy (torch): loaded when the command runs
 
-    return pipeline(task, model or DEFAULT_MODELS[task])
+    pipe = pipeline(task, args.model or DEFAULT_MODELS[task], dtype=args.dtype)
+    args.settings = {"model": args.model or DEFAULT_MODELS[task], "dtype": pipe.dtype_choice}
+    return pipe
 
 
-def _print(value) -> None:
+def _print(value, args=None) -> None:
+    """The command's result as JSON; with ``--json``, one object that also says how it was computed (the model and
+    its float type)."""
+    if args is not None and getattr(args, "json", False):
+        value = {"result": value, **getattr(args, "settings", {})}
     print(dumps(value))
 
 
@@ -112,19 +119,19 @@ def write_atomically(path: str, data: bytes) -> None:
 # -- commands --------------------------------------------------------------------------------------------------
 
 def cmd_vqa(args) -> None:
-    _print(_pipe("vqa", args.model)(image=args.image, question=args.question, top_k=args.top_k))
+    _print(_pipe("vqa", args)(image=args.image, question=args.question, top_k=args.top_k), args)
 
 
 def cmd_itm(args) -> None:
-    _print(_pipe("itm", args.model)(image=args.image, text=args.text))
+    _print(_pipe("itm", args)(image=args.image, text=args.text), args)
 
 
 def cmd_pbc(args) -> None:
-    result = _pipe("pbc", args.model)(image=args.image, text=args.text)
+    result = _pipe("pbc", args)(image=args.image, text=args.text)
     encoded = io.BytesIO()
     result["image"].save(encoded, format=_pil_format(args.out))
     write_atomically(args.out, encoded.getvalue())
-    _print({"scores": result["scores"].round(4).tolist(), "overlay": args.out})
+    _print({"scores": result["scores"].round(4).tolist(), "overlay": args.out}, args)
 
 
 def _pil_format(path: str) -> str:
@@ -140,12 +147,12 @@ def cmd_vcr(args) -> None:
     image = load_image(args.image)
     check_annotation(annotation, args.task, source=args.annotation)
     check_metadata(metadata, image.width, image.height, len(annotation["objects"]), source=args.metadata)
-    _print(_pipe(f"vcr_{args.task}", args.model)(image=image, annotation=annotation, metadata=metadata))
+    _print(_pipe(f"vcr_{args.task}", args)(image=image, annotation=annotation, metadata=metadata), args)
 
 
 def cmd_classify(args) -> None:
-    _print(_pipe("classify", args.model)(image=args.image, candidate_labels=args.labels,
-                                         hypothesis_template=args.template))
+    _print(_pipe("classify", args)(image=args.image, candidate_labels=args.labels,
+                                         hypothesis_template=args.template), args)
 
 
 def cmd_vqa_llm(args) -> None:
@@ -161,7 +168,7 @@ def cmd_vqa_llm(args) -> None:
     else:  # a chat-completions server; unset values come from VLE_LLM_BASE_URL / VLE_LLM_MODEL / ...
         llm = args.base_url
         settings = {"model": args.model, "timeout": 60.0 if args.timeout is None else args.timeout}
-    pipe = vqa_with_llm(args.vqa_model, captioner=args.captioner, llm=llm, llm_settings=settings)
+    pipe = vqa_with_llm(args.vqa_model, captioner=args.captioner, llm=llm, llm_settings=settings, dtype=args.dtype)
     result = pipe(image=args.image, question=args.question, top_k=args.top_k)
     print(dumps(result.to_dict()) if args.json else result.format())
 
@@ -193,7 +200,7 @@ def cmd_explain(args) -> None:
     from .explain import Session, get_method  # heavy (torch): loaded when the command runs
 
     get_method(args.method)  # an unknown method fails before any model is loaded
-    session = Session.from_pretrained(args.model or DEFAULT_MODELS["vqa"], head="vqa")
+    session = Session.from_pretrained(args.model or DEFAULT_MODELS["vqa"], head="vqa", dtype=args.dtype)
     if args.rather_than and not args.answer:
         raise InputError("--rather-than needs --answer: explain why --answer rather than --rather-than")
     image = load_image(args.image)
@@ -206,7 +213,8 @@ def cmd_explain(args) -> None:
                                        f"{explanation.method} explanation of {explanation.target.label}")
     write_atomically(args.out, page.encode("utf-8"))
     _print({"answers": [{"score": a["score"], "answer": a["answer"]} for a in answers],
-            "target": explanation.target.label, "method": explanation.method, "report": args.out})
+            "target": explanation.target.label, "method": explanation.method, "report": args.out,
+            "dtype": session.dtype_choice})
 
 
 def cmd_train(args) -> None:
@@ -223,7 +231,7 @@ def cmd_evaluate(args) -> None:
 
     models = run_models(args.models) if args.models else None
     results = evaluate(seed=DEFAULT_SEED if args.seed is None else args.seed, n=args.n, models=models,
-                       progress=not args.json)
+                       progress=not args.json, dtype=args.dtype)
     print(dumps(results) if args.json else format_table(results))
 
 
@@ -231,7 +239,8 @@ def cmd_faithfulness(args) -> None:
     from .shapes.faithfulness import DEFAULT_MODEL, DEFAULT_QUESTIONS, faithfulness, format_table  # heavy: torch
 
     n = DEFAULT_QUESTIONS if args.n is None else args.n
-    results = faithfulness(seed=args.seed, n=n, model=args.model or DEFAULT_MODEL, progress=not args.json)
+    results = faithfulness(seed=args.seed, n=n, model=args.model or DEFAULT_MODEL, progress=not args.json,
+                           dtype=args.dtype)
     print(dumps(results) if args.json else format_table(results))
 
 
@@ -254,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
                              help="show the Python traceback of an internal error")
         if model:
             command.add_argument("--model", default=None, help="shipped name, folder or hub id")
+        if model or name in ("vqa-llm", "evaluate"):
+            command.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                                 help="the weights' float type; auto: bfloat16 for a wide model on hardware that "
+                                      "multiplies it natively, else float32")
+        if name in ("vqa", "itm", "pbc", "vcr", "classify"):
+            command.add_argument("--json", action="store_true",
+                                 help='one JSON object: {"result", "model", "dtype"}')
         return command
 
     vqa = add("vqa", cmd_vqa, "answer a question about an image")

@@ -163,7 +163,7 @@ def batch_logits(model, processor, images: list, texts: list[str]) -> torch.Tens
 class VLEForVQAPipeline(_VLEPipeline):
     """Top-k answers with scores (softmax over the answer logits, as in the original pipeline)."""
 
-    input_keys = ("image", "question")
+    input_keys, text_key = ("image", "question"), "question"
 
     def check_example(self, example):
         check_text(example["question"], "question")
@@ -192,6 +192,8 @@ def top_answers(logits: torch.Tensor, id2label: dict, top_k: int) -> list[dict]:
 class VLEForITMPipeline(_VLEPipeline):
     """Image-text match probability: ``{"match_probability", "match", "score": [p_false, p_true]}``."""
 
+    text_key = "text"
+
     def preprocess(self, inputs):
         return dict(self.processor(text=inputs["text"], images=inputs["image"]))
 
@@ -215,6 +217,8 @@ def pbc_overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.7) -> Ima
 class VLEForPBCPipeline(_VLEPipeline):
     """Patch relevance for a phrase: ``scores`` (rows, cols) softmax across patches of the class-1 logits,
     ``probabilities`` (rows, cols) per-patch class-1 probability, and ``image``, an overlay on the original."""
+
+    text_key = "text"
 
     def preprocess(self, inputs):
         image = load_image(inputs["image"])

@@ -25,7 +25,7 @@ from ..errors import InputError, check_int, check_no_extra, check_number
 from ..hub import resolve_model_path
 from ..image_utils import load_image
 from ..modeling_vle import VLEForVQA
-from ..pipelines import VLEForVQAPipeline
+from ..pipelines import VLEForVQAPipeline, device_of
 from ..processing_vle import VLEProcessor
 from .answer import VQALLMResult, answer_with_llm
 from .captioners import resolve_captioner
@@ -80,7 +80,7 @@ class VQAWithLLM(VLEForVQAPipeline):
 
 
 def vqa_with_llm(vqa: str = "vle-tiny-shapes-vqa", captioner=None, llm=None, device=None, template=DEFAULT_TEMPLATE,
-                 llm_settings: dict | None = None, **kwargs) -> VQAWithLLM:
+                 llm_settings: dict | None = None, dtype="auto", **kwargs) -> VQAWithLLM:
     """Build the pipeline from names. ``vqa``: a shipped name, folder or hub id of a VQA model. ``captioner``:
     "shapes" (ITM over the shapes grammar), a captioning model id, or a callable; by default shapes for the shipped
     shapes models, else the demo's BLIP. ``llm``: a URL, a transformers model id/folder, a backend or a function;
@@ -89,6 +89,7 @@ def vqa_with_llm(vqa: str = "vle-tiny-shapes-vqa", captioner=None, llm=None, dev
 
     backend = resolve_llm(llm, **(llm_settings or {}))
     path = resolve_model_path(vqa)
-    model, processor = VLEForVQA.from_pretrained(path), VLEProcessor.from_pretrained(path)
+    model = VLEForVQA.from_pretrained(path, dtype=dtype, dtype_device=device_of(device))
+    processor = VLEProcessor.from_pretrained(path)
     return VQAWithLLM(model.eval(), processor, captioner=resolve_captioner(captioner, vqa), llm=backend,
                       template=template, device=device, **kwargs)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..hub import resolve_model_path
 from ..modeling_vle import VLEForPretraining, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
+from ..pipelines import to_model
 from ..processing_vle import VLEProcessor
 from .data import HELD_OUT_SEED, ScenePool, mpc_batch, normalize, pbc_batch, vcr_batch
 from .tasks import (NONRELATIONAL_FAMILIES, RELATIONAL_FAMILIES, VQA_FAMILIES, make_caption, make_negative_caption,
@@ -40,7 +41,8 @@ def _vqa(model, processor, pool, seed, batch_size):
     for chunk in _chunks(len(examples), batch_size):
         items = [examples[k] for k in chunk]
         batch = processor.tokenize([e.question for _, e in items])
-        logits = model(**batch, pixel_values=normalize(pool.pixels[[i for i, _ in items]])).logits
+        pixels = normalize(pool.pixels[[i for i, _ in items]])
+        logits = model(**to_model(model, {**batch, "pixel_values": pixels})).logits
         for (_, example), predicted in zip(items, logits.argmax(-1).tolist()):
             correct[example.family].append(predicted == label_of[example.answer])
     return {family: float(np.mean(v)) for family, v in correct.items()}, len(examples)
@@ -55,7 +57,7 @@ def _itm(model, processor, pool, seed, batch_size):
             texts += [make_caption(pool.scenes[i], rng)[0], make_negative_caption(pool.scenes[i], rng)[0]]
             labels += [1, 0]
         pixels = normalize(pool.pixels[np.repeat(chunk, 2)])
-        logits = model(task="itm", **processor.tokenize(texts), pixel_values=pixels).logits
+        logits = model(task="itm", **to_model(model, {**processor.tokenize(texts), "pixel_values": pixels})).logits
         hits += (logits.argmax(-1) == torch.tensor(labels)).tolist()
     return float(np.mean(hits))
 
@@ -86,7 +88,7 @@ def _pbc(model, processor, pool, seed, batch_size):
     ious = []
     for batch in _per_scene(pbc_batch, pool, processor, seed, 2, batch_size):
         targets = batch.pop("labels").bool()
-        predicted = model(task="pbc", **batch).logits.softmax(-1)[..., 1] > 0.5  # (batch, patches)
+        predicted = model(task="pbc", **to_model(model, batch)).logits.float().softmax(-1)[..., 1] > 0.5
         intersection, union = (predicted & targets).sum(-1), (predicted | targets).sum(-1).clamp(min=1)
         ious += (intersection / union).tolist()
     return float(np.mean(ious))
@@ -96,7 +98,7 @@ def _mpc(model, processor, pool, seed, batch_size):
     hits = []
     for batch in _per_scene(mpc_batch, pool, processor, seed, 3, batch_size):
         labels = [label for (label,) in batch.pop("labels")]
-        predicted = model(task="mpc", **batch).logits[:, 0].argmax(-1).tolist()
+        predicted = model(task="mpc", **to_model(model, batch)).logits[:, 0].argmax(-1).tolist()
         hits += [p == label for p, label in zip(predicted, labels) if label >= 0]
     return float(np.mean(hits))
 
@@ -106,12 +108,12 @@ def _vcr(model, processor, pool, seed, batch_size, task):
     for i in range(len(pool)):
         batch = vcr_batch(pool, processor, np.random.default_rng([seed, i, 4]), np.array([i]), task=task)
         labels = batch.pop("labels")
-        hits.append(int(model(**batch).logits.argmax(-1)[0]) == int(labels[0]))
+        hits.append(int(model(**to_model(model, batch)).logits.argmax(-1)[0]) == int(labels[0]))
     return float(np.mean(hits))
 
 
 def evaluate(seed: int = DEFAULT_SEED, n: int = 200, models: dict | None = None, batch_size: int = 64,
-             progress: bool = True) -> dict:
+             progress: bool = True, dtype="float32") -> dict:
     """Accuracy of every shipped (or given: stage → folder) model on ``n`` held-out scenes; see the module doc."""
 
     if seed < HELD_OUT_SEED:
@@ -124,20 +126,21 @@ def evaluate(seed: int = DEFAULT_SEED, n: int = 200, models: dict | None = None,
     steps = tqdm(total=6, desc="evaluate", disable=not progress)
     with torch.inference_mode():
         processor = VLEProcessor.from_pretrained(paths["vqa"])
-        by_family, questions = _vqa(VLEForVQA.from_pretrained(paths["vqa"]), processor, pool, seed, batch_size)
+        vqa = VLEForVQA.from_pretrained(paths["vqa"], dtype=dtype)
+        by_family, questions = _vqa(vqa, processor, pool, seed, batch_size)
         steps.update()
-        pretrained = VLEForPretraining.from_pretrained(paths["pretraining"])
+        pretrained = VLEForPretraining.from_pretrained(paths["pretraining"], dtype=dtype)
         results["itm_acc"] = _itm(pretrained, processor, pool, seed, batch_size)
         steps.update()
         results["pbc_miou"] = _pbc(pretrained, processor, pool, seed, batch_size)
         steps.update()
         results["mpc_acc"] = _mpc(pretrained, processor, pool, seed, batch_size)
         steps.update()
-        results["vcr_q2a_acc"] = _vcr(VLEForVCRQ2A.from_pretrained(paths["vcr_q2a"]), processor, pool, seed,
-                                      batch_size, "q2a")
+        q2a = VLEForVCRQ2A.from_pretrained(paths["vcr_q2a"], dtype=dtype)
+        results["vcr_q2a_acc"] = _vcr(q2a, processor, pool, seed, batch_size, "q2a")
         steps.update()
-        results["vcr_qa2r_acc"] = _vcr(VLEForVCRQA2R.from_pretrained(paths["vcr_qa2r"]), processor, pool, seed,
-                                       batch_size, "qa2r")
+        qa2r = VLEForVCRQA2R.from_pretrained(paths["vcr_qa2r"], dtype=dtype)
+        results["vcr_qa2r_acc"] = _vcr(qa2r, processor, pool, seed, batch_size, "qa2r")
         steps.update()
     steps.close()
     results["vqa_acc_by_family"] = by_family

@@ -64,7 +64,7 @@ def benchmark_methods() -> list[str]:
 
 
 def faithfulness(seed: int | None = None, n: int = DEFAULT_QUESTIONS, methods=None, model=DEFAULT_MODEL,
-                 processor=None, progress: bool = True) -> dict:
+                 processor=None, progress: bool = True, dtype="float32") -> dict:
     """Every method (default: ``benchmark_methods()``) over ``n`` held-out questions: a dict keyed by method name,
     plus ``n_examples``."""
     seed = DEFAULT_SEED if seed is None else seed
@@ -75,7 +75,8 @@ def faithfulness(seed: int | None = None, n: int = DEFAULT_QUESTIONS, methods=No
     methods = benchmark_methods() if methods is None else list(methods)
     if isinstance(model, str):
         path = resolve_model_path(model)
-        model, processor = VLEForVQA.from_pretrained(path).eval(), processor or VLEProcessor.from_pretrained(path)
+        model = VLEForVQA.from_pretrained(path, dtype=dtype).eval()
+        processor = processor or VLEProcessor.from_pretrained(path)
     rows, cache = defaultdict(lambda: defaultdict(list)), ImageFeatureCache()
     for scene, example, inputs in tqdm(examples(seed, n, processor), total=n, desc="faithfulness",
                                        disable=not progress):
