@@ -375,8 +375,11 @@ API_ROWS = [
             "top_k must be a whole number"),
     refused("api", "an option the pipeline does not take",
             lambda w: _vqa(w, image=w.image, question="what ?", topk=3), InputError, "does not take topk"),
-    refused("api", "batch_size", lambda w: _vqa(w, image=w.image, question="what ?", batch_size=4), InputError,
-            "one example at a time"),
+    refused("api", "batch_size 0", lambda w: pipe(w, "vqa")([{"image": w.image, "question": "what ?"}], batch_size=0),
+            InputError, "batch_size must be at least 1"),
+    refused("api", "batch_size for VCR items", lambda w: pipe(w, "vcr_q2a")(
+        [{"image": np.zeros((32, 32, 3), np.uint8), "annotation": ANNOTATION, "metadata": META}], batch_size=4),
+        InputError, "one example at a time"),
     refused("api", "one string where a list of labels belongs",
             lambda w: pipe(w, "classify")(image=w.image, candidate_labels="cat"), InputError,
             "must be a list of strings, got one string 'cat'"),

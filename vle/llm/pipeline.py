@@ -40,6 +40,7 @@ class VQAWithLLM(VLEForVQAPipeline):
     ``template``: the prompts (see ``vle.llm.prompt``). ``long_answer=False`` asks the LLM once instead of twice."""
 
     input_keys = ("image", "question")
+    text_key = None  # each example asks the LLM on its own: a list runs one example at a time
 
     def __init__(self, model, processor, captioner, llm, template: PromptTemplate = DEFAULT_TEMPLATE,
                  long_answer: bool = True, short_max_tokens: int = 32, long_max_tokens: int = 96,
