@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -144,20 +145,45 @@ def pooled_kwargs(model) -> dict:
     return {"pooled_only": True} if reads is not None and reads() else {}
 
 
-def batch_logits(model, processor, images: list, texts: list[str]) -> torch.Tensor:
-    """The head's logits for (image, text) pairs run as one batch: each distinct image through the image tower once,
-    texts padded to the longest. ``images``: PIL images (read by the one loader)."""
+@dataclass
+class BatchOutput:
+    """What one batched forward gives: ``logits`` (n, ...) in float32, ``pooled`` (n, 2H) the pooled pair in float32,
+    ``features`` (n, 1 + patches, Hv) each row's image features (shared rows for a repeated image) and ``pixels``
+    (n, 3, S, S) the processed images."""
+
+    logits: torch.Tensor
+    pooled: torch.Tensor
+    features: torch.Tensor
+    pixels: torch.Tensor
+
+
+def batch_forward(model, processor, images: list, texts: list[str]) -> BatchOutput:
+    """(image, text) pairs run as one batch: each distinct image through the image tower once, texts padded to the
+    longest. ``images``: PIL images (read by the one loader)."""
     pixels = processor.preprocess_images(images)  # (n, 3, S, S)
+    tokens = to_model(model, dict(processor.tokenize(texts)))
+    features = image_features_once(model, pixels)
+    with torch.no_grad():
+        output = model(**tokens, image_features=features, **pooled_kwargs(model))
+    return BatchOutput(output.logits.float(), output.vle_output.pooler_output.float(), features, pixels)
+
+
+def image_features_once(model, pixels: torch.Tensor) -> torch.Tensor:
+    """The image tower's features for each row of ``pixels`` (n, 3, S, S), each distinct image computed once:
+    (n, 1 + patches, Hv), on the model's device and in its float type, without gradient."""
     keys = [pixels[row].numpy().tobytes() for row in range(len(pixels))]
     distinct: dict[bytes, int] = {}
     for key in keys:
         distinct.setdefault(key, len(distinct))
     first_rows = [keys.index(key) for key in distinct]  # one row per distinct image
-    tokens = to_model(model, dict(processor.tokenize(texts)))
     with torch.no_grad():
         features = model.base_vle.get_image_features(to_model(model, {"pixels": pixels[first_rows]})["pixels"])
-        features = features[[distinct[key] for key in keys]]  # (n, 1 + patches, Hv)
-        return model(**tokens, image_features=features, **pooled_kwargs(model)).logits.float()
+    return features[[distinct[key] for key in keys]]
+
+
+def batch_logits(model, processor, images: list, texts: list[str]) -> torch.Tensor:
+    """The head's logits (float32) for (image, text) pairs run as one batch (``batch_forward``)."""
+    return batch_forward(model, processor, images, texts).logits
 
 
 class VLEForVQAPipeline(_VLEPipeline):

@@ -43,11 +43,9 @@ def explain(model, inputs: ExplainInputs, target, method: str = "coattention_rel
     if not isinstance(target, Target):
         raise InputError(f"target must be a vle.explain target such as VQAAnswer or VCRChoice, got "
                          f"{type(target).__name__}")
-    target.check(model)
     check_target_fits(target, inputs)
     runner = get_method(method, **options)
-    runner.check(target)
-    runner.check_options(model)
+    check_method(model, runner, target)
     if model.training:
         raise ValueError("put the model in eval mode (model.eval()): dropout makes explanations random")
     started = time.perf_counter()
@@ -63,6 +61,13 @@ def explain(model, inputs: ExplainInputs, target, method: str = "coattention_rel
     attribution = runner.attribute(model, inputs, target)
     seconds = time.perf_counter() - started
     return package(model, inputs, target, runner, attribution, seconds)
+
+
+def check_method(model, runner, target) -> None:
+    """The target fits the model, and the method (with its options) can explain it on this model."""
+    target.check(model)
+    runner.check(target)
+    runner.check_options(model)
 
 
 def check_target_fits(target, inputs: ExplainInputs) -> None:

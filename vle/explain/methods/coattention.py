@@ -26,10 +26,12 @@ that are never reported; the measurements behind each are in docs/explanations.m
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
-from .base import Attribution, Method, register
-from .propagation import SEED_WEIGHTS, check_cross_rule, fusion_maps, relevance_for
+from .base import Attribution, register
+from .propagation import SEED_WEIGHTS, Needs, RecordedMethod, check_cross_rule, relevance_for
 
 # the fusion maps (propagation.FAMILIES) weighted by their gradients: Chefer et al. weigh ``all``; the default weighs
 # the ``cross``-attention maps, where one stream reads the other, and takes the self-attention maps as their head mean
@@ -37,6 +39,7 @@ GRADIENT_WEIGHTED = {"cross": ("tc", "ic"), "all": ("ts", "tc", "is", "ic")}
 WEIGHTINGS = {"absolute": torch.Tensor.abs_, "positive": lambda x: x.clamp_(min=0)}  # in place on a fresh product
 
 
+@lru_cache(maxsize=None)  # one function per weighting, so methods that weigh alike share a recording
 def head_weighted(weighting: str = "absolute"):
     """w(∇A ⊙ A) averaged over heads, as a recorder's ``grad_reduce``: (sequences, heads, query_len, key_len) gradient
     and map → (sequences, query_len, key_len). One head at a time, so no second full-size map is allocated.
@@ -63,9 +66,8 @@ def rows_normalized(weighted):
 
 
 @register
-class CoAttentionRelevance(Method):
+class CoAttentionRelevance(RecordedMethod):
     name = "coattention_relevance"
-    reads_one_forward = True
     signed = False
     # seed: which CLS rows seed the read-out (weighted by each one's share of the target, both equally, text or
     # image); weighting: head_weighted; normalize_rows: rows_normalized; cross_rule: propagation.CROSS_RULES
@@ -74,29 +76,33 @@ class CoAttentionRelevance(Method):
     options = {"seed": "weighted", "weighting": "absolute", "normalize_rows": True, "cross_rule": "composed",
                "gradient_weighted": "cross"}
 
-    def attribute(self, model, inputs, target):
-        settings = self.settings
-        if settings["seed"] != "weighted" and settings["seed"] not in SEED_WEIGHTS:  # checked before the forward
+    def needs(self, model) -> Needs:
+        settings = self.settings  # every option is checked before the forward
+        if settings["seed"] != "weighted" and settings["seed"] not in SEED_WEIGHTS:
             raise ValueError(f"seed must be one of weighted, {', '.join(SEED_WEIGHTS)}, got {settings['seed']!r}")
-        check_cross_rule(settings["cross_rule"])  # before the forward
+        check_cross_rule(settings["cross_rule"])
         if settings["gradient_weighted"] not in GRADIENT_WEIGHTED:
             raise ValueError(f"gradient_weighted must be one of {', '.join(GRADIENT_WEIGHTED)}, "
                              f"got {settings['gradient_weighted']!r}")
+        return Needs(grads=True, hidden=settings["seed"] == "weighted",
+                     grad_families=GRADIENT_WEIGHTED[settings["gradient_weighted"]],
+                     grad_reduce=head_weighted(settings["weighting"]))
+
+    def from_recording(self, recording, inputs, target):
+        settings, metadata = self.settings, dict(self.settings)
         weigh = settings["seed"] == "weighted"
-        reduce = head_weighted(settings["weighting"])  # checks the weighting before the forward
-        maps, weighted, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=weigh,
-                                                       grad_reduce=reduce,
-                                                       grad_families=GRADIENT_WEIGHTED[settings["gradient_weighted"]])
-        metadata = dict(settings)
         with torch.no_grad():
+            weighted = dict(recording.grad_maps)
             if settings["normalize_rows"]:
                 weighted = rows_normalized(weighted)
-            weighted.update({f: [a.mean(dim=1) for a in layers] for f, layers in maps.items() if f not in weighted})
-            seed = cls_shares(recorded, inputs, target, len(weighted["ts"]) - 1) if weigh else settings["seed"]
+            weighted.update({f: [a.mean(dim=1) for a in layers] for f, layers in recording.maps.items()
+                             if f not in weighted})
+            last = len(weighted["ts"]) - 1
+            seed = cls_shares(recording.recorded, inputs, target, last) if weigh else settings["seed"]
             image, text = relevance_for(weighted, inputs, target, seed, settings["cross_rule"])
         if weigh:
             metadata["cls_shares"] = seed
-        return Attribution(image, text, metadata, output.logits)
+        return Attribution(image, text, metadata, recording.logits)
 
 
 def cls_shares(recorded, inputs, target, last: int) -> dict[str, float]:

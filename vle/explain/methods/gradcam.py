@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attribution, Method, register
-from .propagation import fusion_maps
+from .base import Attribution, register
+from .propagation import Needs, RecordedMethod
 
 
 def cam(states: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -20,24 +20,25 @@ def cam(states: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class GradCAM(Method):
+class GradCAM(RecordedMethod):
     name = "gradcam"
-    reads_one_forward = True
     signed = False
     options = {"layer": -2}
 
-    def attribute(self, model, inputs, target):
+    def needs(self, model) -> Needs:
         layers = len(model.base_vle.cross_modal_image_layers)
         layer = int(self.settings["layer"]) if layers > 1 else -1
         if not -layers <= layer < layers:
             raise ValueError(f"layer {layer} is out of range: the fusion has {layers} layers")
-        layer %= layers
-        # the hidden states' gradients only: the attention maps' gradients are not kept
-        _, _, output, recorded = fusion_maps(model, inputs, target, grads=True, hidden=True, grad_families=())
-        image_states, image_grad = recorded[f"fusion.image.{layer}.hidden"]  # (sequences, image_len, H) each
-        text_states, text_grad = recorded[f"fusion.text.{layer}.hidden"]  # (sequences, text_len, H) each
+        self.layer = layer % layers
+        return Needs(grads=True, hidden=True)  # the hidden states' gradients only, not the attention maps'
+
+    def from_recording(self, recording, inputs, target):
+        layer = self.layer
+        image_states, image_grad = recording.recorded[f"fusion.image.{layer}.hidden"]  # (sequences, image_len, H)
+        text_states, text_grad = recording.recorded[f"fusion.text.{layer}.hidden"]  # (sequences, text_len, H)
         sequences = inputs.flat_sequence_ids(target)
         with torch.no_grad():
             image = sum(cam(image_states[s], image_grad[s])[1:] for s in sequences)
             text = cam(text_states[sequences[0]], text_grad[sequences[0]])
-        return Attribution(image, text, {"layer": layer}, output.logits)
+        return Attribution(image, text, {"layer": layer}, recording.logits)

@@ -8,10 +8,13 @@ text update uses the image relevance from before the layer, and vice versa.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..inputs import forward
 from ..recorder import Recorder
+from .base import Attribution, Method
 
 FAMILIES = {"ts": "fusion.text.{}.self_attention", "tc": "fusion.text.{}.cross_attention",
             "is": "fusion.image.{}.self_attention", "ic": "fusion.image.{}.cross_attention"}
@@ -30,13 +33,79 @@ def fusion_maps(model, inputs, target, grads: bool, hidden: bool = False, grad_r
     with torch.set_grad_enabled(grads), Recorder(model, attentions=("fusion",), hidden=hidden,
                                                  grads=grads_of if grads else False, grad_reduce=grad_reduce) as rec:
         output = forward(model, inputs, target)
-    if grads:
+    if grads:  # every sequence's score depends on its own inputs only, so one backward of the sum serves them all
         rec.backward(target.score(output.logits).sum())
     layers = len(model.base_vle.cross_modal_text_layers)
     maps = {f: [rec[p.format(i)].detach() for i in range(layers)] for f, p in FAMILIES.items()}
     grad_maps = {f: [rec.grads[FAMILIES[f].format(i)] for i in range(layers)] for f in grad_families} if grads else None
     recorded = {n: (rec[n].detach(), rec.grads.get(n)) for n in rec.names()}
     return maps, grad_maps, output, recorded
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method reads from its one recorded forward: the target's gradients (``grads``) of the fusion maps of
+    ``grad_families`` (reduced by ``grad_reduce``, see ``Recorder``) and of the hidden states, and the fusion layer
+    outputs (``hidden``). Methods whose needs merge share one forward (``explain_batch``)."""
+
+    grads: bool = False
+    hidden: bool = False
+    grad_families: tuple = ()
+    grad_reduce: object = None
+
+    def merge(self, other: "Needs") -> "Needs | None":
+        """One recording that serves both, or None when their map gradients differ (families or reduction)."""
+        if self.grad_families and other.grad_families and (self.grad_families, self.grad_reduce) != (
+                other.grad_families, other.grad_reduce):
+            return None
+        families, reduce = ((self.grad_families, self.grad_reduce) if self.grad_families
+                            else (other.grad_families, other.grad_reduce))
+        return Needs(self.grads or other.grads, self.hidden or other.hidden, families, reduce)
+
+
+@dataclass
+class Recording:
+    """One recorded forward (``fusion_maps``' results; ``logits`` of the head), for one sequence batch or a slice of
+    one: ``row(i)`` is the i-th example of a batch, as a batch-1 recording."""
+
+    maps: dict
+    grad_maps: dict | None
+    logits: torch.Tensor
+    recorded: dict
+
+    def row(self, index: int) -> "Recording":
+        part = slice(index, index + 1)
+
+        def cut(value):
+            return value[part] if isinstance(value, torch.Tensor) else value
+        return Recording({f: [cut(m) for m in layers] for f, layers in self.maps.items()},
+                         None if self.grad_maps is None else
+                         {f: [cut(m) for m in layers] for f, layers in self.grad_maps.items()},
+                         cut(self.logits), {n: (cut(t), cut(g)) for n, (t, g) in self.recorded.items()})
+
+
+def record(model, inputs, target, needs: Needs) -> Recording:
+    """Run ``fusion_maps`` for ``needs``."""
+    maps, grad_maps, output, recorded = fusion_maps(model, inputs, target, grads=needs.grads, hidden=needs.hidden,
+                                                    grad_reduce=needs.grad_reduce, grad_families=needs.grad_families)
+    return Recording(maps, grad_maps, output.logits, recorded)
+
+
+class RecordedMethod(Method):
+    """A method that reads everything from one recorded forward on the unperturbed input: ``needs(model)`` says what
+    to record (checking the options first), ``from_recording`` computes the scores of one example. Such methods
+    share one forward, and a batch of examples one batched forward (``explain_batch``)."""
+
+    reads_one_forward = True
+
+    def needs(self, model) -> Needs:
+        return Needs()
+
+    def from_recording(self, recording: Recording, inputs, target) -> Attribution:
+        raise NotImplementedError
+
+    def attribute(self, model, inputs, target) -> Attribution:
+        return self.from_recording(record(model, inputs, target, self.needs(model)), inputs, target)
 
 
 def _normalized(relevance: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attribution, Method, register
-from .propagation import fusion_maps
+from .base import Attribution, register
+from .propagation import RecordedMethod
 
 
 def _select(stacked: torch.Tensor, layer, head) -> torch.Tensor:
@@ -35,15 +35,13 @@ def _select(stacked: torch.Tensor, layer, head) -> torch.Tensor:
 
 
 @register
-class RawAttention(Method):
+class RawAttention(RecordedMethod):
     name = "raw_attention"
-    reads_one_forward = True
     signed = False
     options = {"layer": "last", "head": "mean", "keep_maps": True}
 
-    def attribute(self, model, inputs, target):
-        maps, _, output, _ = fusion_maps(model, inputs, target, grads=False)
-        sequence = inputs.flat_sequence_ids(target)[0]
+    def from_recording(self, recording, inputs, target):
+        maps, sequence = recording.maps, inputs.flat_sequence_ids(target)[0]
         text_to_image = torch.stack([a[sequence] for a in maps["tc"]])  # (layers, heads, text_len, image_len)
         image_to_text = torch.stack([a[sequence] for a in maps["ic"]])  # (layers, heads, image_len, text_len)
         layer, head = self.settings["layer"], self.settings["head"]
@@ -52,4 +50,4 @@ class RawAttention(Method):
         metadata = {"layer": layer, "head": head}
         if self.settings["keep_maps"]:
             metadata.update(text_to_image=text_to_image, image_to_text=image_to_text)
-        return Attribution(image, text, metadata, output.logits)
+        return Attribution(image, text, metadata, recording.logits)

@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attribution, Method, register
-from .propagation import check_cross_rule, fusion_maps, relevance_for
+from .base import Attribution, register
+from .propagation import RecordedMethod, Needs, check_cross_rule, relevance_for
 
 
 @register
-class AttentionRollout(Method):
+class AttentionRollout(RecordedMethod):
     name = "rollout"
-    reads_one_forward = True
     signed = False
     options = {"seed": "both", "cross_rule": "composed"}  # cross_rule: propagation.CROSS_RULES
 
-    def attribute(self, model, inputs, target):
-        check_cross_rule(self.settings["cross_rule"])
-        maps, _, output, _ = fusion_maps(model, inputs, target, grads=False)
+    def needs(self, model) -> Needs:
+        check_cross_rule(self.settings["cross_rule"])  # before the forward
+        return Needs()
+
+    def from_recording(self, recording, inputs, target):
         with torch.no_grad():
-            averaged = {f: [a.mean(dim=1) for a in layers] for f, layers in maps.items()}
+            averaged = {f: [a.mean(dim=1) for a in layers] for f, layers in recording.maps.items()}
             image, text = relevance_for(averaged, inputs, target, self.settings["seed"], self.settings["cross_rule"])
-        return Attribution(image, text, dict(self.settings), output.logits)
+        return Attribution(image, text, dict(self.settings), recording.logits)
