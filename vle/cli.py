@@ -11,6 +11,8 @@
     vle-workbench train --out DIR [--recipe full|teaching]
     vle-workbench evaluate [--seed S] [--n N] [--json]
     vle-workbench faithfulness [--seed S] [--n N] [--json]   (explanation methods: faithfulness and localisation)
+    vle-workbench batch --data shapes|vqa2|vcr|jsonl|hf ... --out RUN [--methods M1,M2] [--batch-size B]
+                        (a model over a dataset, stored for the dataset explorer; runs under torchrun unchanged)
 
 Models are shipped names (offline), local folders or hub ids. Each command imports the model code (torch) when it
 runs, so ``--help`` and mistyped options answer at once.
@@ -244,6 +246,47 @@ def cmd_faithfulness(args) -> None:
     print(dumps(results) if args.json else format_table(results))
 
 
+def cmd_batch(args) -> None:
+    from .batch import run_batch  # heavy: torch, DuckDB
+
+    source = _data_source(args)
+    kind = source.kind if source.kind == "vqa" else f"vcr_{source.task}"
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods != "none" else []
+    model = args.model or DEFAULT_MODELS[kind]
+    summary = run_batch(source, model, args.out, methods=methods, batch_size=args.batch_size, dtype=args.dtype,
+                        progress=not args.json)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one report
+        if args.json:
+            args.settings = {"model": model, "dtype": summary.pop("dtype")}
+            _print(summary, args)
+        else:
+            why = "".join(f", {count} {reason}" for reason, count in summary["reasons"].items())
+            print(f"{summary['stored']} examples stored in {args.out} ({summary['new']} new, {summary['skipped']} "
+                  f"skipped{why}) in {summary['seconds']:.1f} s with {summary['processes']} process(es)")
+
+
+def _data_source(args):
+    from . import data
+
+    needed = {"shapes": (), "vqa2": ("questions", "images"), "vcr": ("annotations", "images"), "jsonl": ("file",),
+              "csv": ("file",), "hf": ("dataset",)}[args.data]
+    missing = [f"--{name}" for name in needed if getattr(args, name) is None]
+    if missing:
+        raise InputError(f"--data {args.data} needs {' and '.join(missing)}")
+    if args.data == "shapes":
+        from .shapes.evaluate import DEFAULT_SEED
+
+        return data.shapes_source(DEFAULT_SEED if args.seed is None else args.seed, args.n,
+                                  "vcr" if args.task else "vqa", task=args.task or "q2a")
+    if args.data == "vqa2":
+        return data.vqa2_source(args.questions, args.annotations, args.images)
+    if args.data == "vcr":
+        return data.vcr_source(args.annotations, args.images, args.task or "q2a")
+    if args.data in ("jsonl", "csv"):
+        return data.table_source(args.file, args.images)
+    return data.hf_source(args.dataset, args.image_column, args.question_column, args.answer_column, args.split)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is two lines (what is wrong, where the help is), not the whole usage block."""
 
@@ -334,6 +377,25 @@ def build_parser() -> argparse.ArgumentParser:
     faithful.add_argument("--n", type=positive_int, default=None,
                           help="number of held-out questions, one per scene (default 200)")
     faithful.add_argument("--json", action="store_true", help="print one JSON object keyed by method")
+    batch = add("batch", cmd_batch, "a model over a dataset: predictions and explanations stored in a run folder")
+    batch.add_argument("--data", required=True, choices=("shapes", "vqa2", "vcr", "jsonl", "csv", "hf"))
+    batch.add_argument("--out", required=True, help="the run folder (created; rerunning the command resumes it)")
+    batch.add_argument("--methods", default="coattention_relevance,rollout,raw_attention",
+                       help="comma-separated explanation methods, or none")
+    batch.add_argument("--batch-size", type=positive_int, default=16)
+    batch.add_argument("--seed", type=whole_number, default=None, help="shapes: first held-out scene seed")
+    batch.add_argument("--n", type=positive_int, default=200, help="shapes: number of held-out scenes")
+    batch.add_argument("--task", choices=VCR_TASKS, default=None, help="vcr (and shapes: VCR items): q2a or qa2r")
+    batch.add_argument("--questions", help="vqa2: the questions JSON")
+    batch.add_argument("--annotations", help="vqa2: the annotations JSON (optional); vcr: val.jsonl")
+    batch.add_argument("--images", help="vqa2, vcr: the image folder; jsonl, csv: where relative image paths start")
+    batch.add_argument("--file", help="jsonl, csv: the table of image, question and optional answer")
+    batch.add_argument("--dataset", help="hf: a folder written by datasets' save_to_disk")
+    batch.add_argument("--split", default=None, help="hf: the split, if the dataset has several")
+    batch.add_argument("--image-column", default="image")
+    batch.add_argument("--question-column", default="question")
+    batch.add_argument("--answer-column", default="answer")
+    batch.add_argument("--json", action="store_true", help="print the run's counts as one JSON object")
     return parser
 
 
