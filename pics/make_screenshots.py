@@ -1,11 +1,11 @@
 """Regenerate the README's pictures of the workbench: Voilà serves notebooks/explorer.ipynb on a free port of
-127.0.0.1, headless Chromium (Debian's, driven by Playwright) presses Run in every tab, and each explorer's area is
-saved as a PNG next to this script.
+127.0.0.1, headless Chromium (Debian's, driven by Playwright) opens every tab (each runs its default example; the VQA
+tab is asked QUESTION with Run), and each explorer's area is saved as a PNG next to this script.
 
 Usage: .venv/bin/python pics/make_screenshots.py
 
 Writes pics/workbench.png (the VQA tab with the tab bar: the front-page picture) and pics/workbench_vqa.png,
-workbench_attention.png, workbench_itm.png, workbench_vcr.png, workbench_compare.png (one explorer each, after Run on
+workbench_attention.png, workbench_itm.png, workbench_vcr.png, workbench_compare.png (one explorer each, on
 shapes_0). Needs /usr/bin/chromium (``make test`` installs it with apt; never ``playwright install``). Takes about
 half a minute, most of it the notebook loading the models. The status lines (and VQA's "computed in") show measured
 times: those few pixels change from run to run, the rest of each picture does not. Exits with 1, saying what each
@@ -54,35 +54,53 @@ def settle(page: Page) -> None:
     page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
-def pick_scene(panel: Locator) -> None:
+def pick_scene(panel: Locator) -> bool:
+    """Show SCENE; True when that changed the image (the result on screen is then of another one)."""
     source = panel.locator(".vle-image-source select")
     if source.count() and source.input_value() != SCENE:
         source.select_option(SCENE)
+        return True
+    return False
 
 
-def run_and_wait(page: Page, panel: Locator, title: str, picture_class: str) -> str:
-    """Press the explorer's Run and wait until it has finished and its picture is loaded; the status line then."""
-
+def wait_until_done(page: Page, panel: Locator, title: str) -> str:
+    """Wait until the explorer's run has finished; the status line then."""
     button, status = panel.locator("button.vle-run"), panel.locator(".vle-status").first
-    button.click()
     deadline = time.monotonic() + RUN_TIMEOUT_S
     # Status.run disables the button while working and ends with "done in … s" or the error in words; the working
-    # messages all end with "…"
+    # messages all end with "…"; the line is empty until the first run (a tab's default starts once it is opened)
     while True:
         text = status.inner_text().strip()
         if button.is_enabled() and text and not text.endswith("…"):
-            break
+            return text
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{title}: Run did not finish in {RUN_TIMEOUT_S} s (status: {text!r})")
+            raise RuntimeError(f"{title}: the run did not finish in {RUN_TIMEOUT_S} s (status: {text!r})")
         page.wait_for_timeout(100)
+
+
+def run_and_wait(page: Page, panel: Locator, title: str, picture_class: str, press: bool) -> str:
+    """Wait for the default example the tab runs when opened and, with ``press``, then for Run on what the controls
+    say now; then until its picture is loaded. Returns the status line."""
+
+    picture = panel.locator(f"img.{picture_class}")
+    text = wait_until_done(page, panel, title)
+    if press:
+        before = picture.get_attribute("src")  # a new blob URL for every new picture
+        panel.locator("button.vle-run").click()
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while picture.get_attribute("src") == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{title}: Run drew no new picture in {RUN_TIMEOUT_S} s")
+            page.wait_for_timeout(100)
+        text = wait_until_done(page, panel, title)
     if not text.startswith("done"):
         raise RuntimeError(f"{title}: the explorer shows an error: {text}")
-    picture = panel.locator(f"img.{picture_class}")
     try:
         picture.wait_for(state="visible", timeout=10_000)
     except Exception:  # noqa: BLE001  (a render error is shown in the status line, then overwritten by "done")
-        raise RuntimeError(f"{title}: Run said {text!r} but drew no picture (img.{picture_class} stays hidden); "
-                           f"status now: {status.inner_text().strip()!r}") from None
+        status = panel.locator(".vle-status").first.inner_text().strip()
+        raise RuntimeError(f"{title}: the run said {text!r} but drew no picture (img.{picture_class} stays hidden); "
+                           f"status now: {status!r}") from None
     # every picture of the explorer decoded, not only the one waited for (VQA's token strip, VCR's second stage)
     page.wait_for_function("""(panel) => [...panel.querySelectorAll('img')]
         .filter(img => img.offsetParent !== null).every(img => img.complete && img.naturalWidth > 0)""",
@@ -159,19 +177,20 @@ def shoot_tab(page: Page, index: int, title: str, name: str, picture_class: str,
     panel.wait_for(state="visible")
     if not panel.locator("button.vle-run").count():  # the app shows why an explorer could not start in its place
         raise RuntimeError(f"{title}: {panel.inner_text().strip()}")
-    pick_scene(panel)
+    started = time.monotonic()
+    press = pick_scene(panel)
     if title == "VQA":
         question = panel.locator(".vle-question input")
         question.fill(QUESTION)
         question.press("Enter")  # continuous_update=False: the kernel sees the text on Enter
-    started = time.monotonic()
+        press = True
     try:
-        status = run_and_wait(page, panel, title, picture_class)
+        status = run_and_wait(page, panel, title, picture_class, press)
     except RuntimeError:
         save_png(shoot(page, panel), scratch / name)
         raise
     answer = f", answer {panel.locator('.vle-answer-text').inner_text().strip()!r}" if title == "VQA" else ""
-    print(f"{title}: {status} (Run to picture {time.monotonic() - started:.1f} s{answer})")
+    print(f"{title}: {status} (opening the tab to picture {time.monotonic() - started:.1f} s{answer})")
     written = [(name, save_png(shoot(page, panel), PICS / name))]
     if title == "VQA":
         written.append((FRONT, save_png(shoot(page, panel, page.locator(".vle-workbench")), PICS / FRONT)))

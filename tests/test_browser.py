@@ -1,9 +1,10 @@
 """The served explorer in a real browser: Voilà on 127.0.0.1 serves notebooks/explorer.ipynb, Playwright drives
 Debian's Chromium (``make test`` installs it with apt; Playwright never downloads a browser here).
 
-The test types a question the shipped model answers correctly (the truth comes from the scene JSON, and the model's
-own pipeline must agree), runs it, checks the answer shown, switches method and layer and checks that the picture
-changed. A screenshot is kept under artifacts/.
+The app opens with the VQA tab's default example answered. The test types a question the shipped model answers
+correctly (the truth comes from the scene JSON, and the model's own pipeline must agree), runs it, checks the answer
+shown, switches method and layer and checks that the picture changed; then it opens every tab and checks that each
+shows a result without Run. A screenshot is kept under artifacts/.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ pytest.importorskip("playwright", reason="pip install -e '.[test]' installs play
 pytest.importorskip("voila", reason="pip install -e . installs voila")
 from playwright.sync_api import expect  # noqa: E402
 
+from widgets.app import TABS  # noqa: E402
 from widgets.serve import CHROMIUM_ARGS, served_app  # noqa: E402
 
 if shutil.which("chromium") is None:
@@ -136,17 +138,20 @@ def test_explorer_answers_and_redraws(page, explorer_url, simple_question):
     page.goto(explorer_url)
     vqa = page.locator(".vle-vqa-explorer")  # the first tab; the other explorers have controls of the same kind
     vqa.locator(".vle-question input").wait_for(state="visible", timeout=150_000)
+    answer = vqa.locator(".vle-answer-text")
+    answer.wait_for(state="visible", timeout=60_000)  # the default example's answer, before anyone presses Run
+    heatmap = ".vle-vqa-explorer .vle-heatmap"
+    default = _wait_for_new_image(page, heatmap, "", "opening the app")
+    # a fixed_axes heatmap shows its 128-pixel scene at 80% of its width: 384 pixels or more
+    assert vqa.locator(".vle-heatmap").bounding_box()["width"] >= 480
 
     vqa.locator(".vle-image-source select").select_option(scene)
     field = vqa.locator(".vle-question input")
     field.fill(question)
     field.press("Enter")
     vqa.locator("button.vle-run").click()
-    answer = vqa.locator(".vle-answer-text")
-    answer.wait_for(state="visible", timeout=60_000)
-    assert answer.inner_text().strip() == truth
-    heatmap = ".vle-vqa-explorer .vle-heatmap"
-    first = _wait_for_new_image(page, heatmap, "", "Run")
+    first = _wait_for_new_image(page, heatmap, default, "Run")
+    expect(answer).to_have_text(truth)
 
     vqa.locator(".vle-method select").select_option("raw_attention")
     after_method = _wait_for_new_image(page, heatmap, first, "switching the method to raw_attention")
@@ -172,3 +177,18 @@ def test_explorer_answers_and_redraws(page, explorer_url, simple_question):
     assert short.inner_text().strip() == second != truth
     expect(vqa.locator(".vle-llm-result")).to_contain_text("changed the answer")
     page.screenshot(path=str(ARTIFACTS / "browser_explorer_llm.png"), full_page=True)
+
+
+@pytest.mark.timeout(240)
+def test_every_tab_shows_a_result_without_run(page, explorer_url):
+    """Opening a tab runs its explorer's default example once: a picture and a "done" status, no Run pressed."""
+    page.goto(explorer_url)
+    tabs = page.locator(".vle-workbench .lm-TabBar-tab")
+    tabs.first.wait_for(state="visible", timeout=150_000)
+    assert tabs.count() == len(TABS)
+    for index, title in enumerate(TABS):
+        tabs.nth(index).click()
+        panel = page.locator(".vle-workbench > .widget-tab-contents > *").nth(index)
+        expect(panel.locator(".vle-status").first).to_contain_text("done", timeout=60_000)
+        expect(panel.locator("img").first).to_be_visible()
+        assert "error" not in panel.locator(".vle-status").first.inner_text().lower(), title

@@ -196,6 +196,7 @@ def test_vcr_explorer_on_tiny_models(tmp_path):
     from vle import VLEForVCRQ2A, VLEForVCRQA2R
     from vle.testing import save_tiny_model
     from widgets import VCRExplorer
+    from widgets.vcr import STAGES
 
     for cls, name in ((VLEForVCRQ2A, "q2a"), (VLEForVCRQA2R, "qa2r")):
         save_tiny_model(cls, str(tmp_path / name), num_token_types=8)
@@ -205,16 +206,21 @@ def test_vcr_explorer_on_tiny_models(tmp_path):
     for view in (explorer.choices_q2a, explorer.choices_qa2r):
         assert bytes(view.value).startswith(b"\x89PNG")
     np.testing.assert_allclose(explorer.results["q2a"]["probabilities"].sum(), 1.0, atol=1e-5)
-    first = explorer.heatmap.value
-    explorer.stage.value = "rationales (QA → R)"
-    explorer.choice.value = 2
-    assert explorer.explanation.target.choice == 2 and explorer.heatmap.value != first
+    for stage, task in STAGES.items():  # each stage explains the model's own pick first
+        explorer.stage.value = stage
+        picked = int(explorer.results[task]["probabilities"].argmax())
+        assert explorer.choice.value == explorer.explanation.target.choice == picked
+    first, other = explorer.heatmap.value, (explorer.choice.value + 1) % 4
+    explorer.choice.value = other
+    assert explorer.explanation.target.choice == other and explorer.heatmap.value != first
 
 
 def test_vcr_explorer_reports_a_missing_model():
     from widgets import VCRExplorer
 
     explorer = VCRExplorer(q2a="no-such-vcr-model")
+    assert explorer._repr_mimebundle_()  # shown: the default run fails inside the widget, and it is still displayed
+    assert "no-such-vcr-model" in explorer.status.message.value and not explorer.run_button.disabled
     explorer.run_button.click()
     assert "no-such-vcr-model" in explorer.status.message.value and not explorer.run_button.disabled
 
@@ -240,6 +246,27 @@ def test_workbench_tabs():
 
     app = workbench(vcr_models=("no-such-vcr-model", "no-such-vcr-model"))
     assert len(app.children) == len(TABS) and app.titles == tuple(TABS)
+
+
+@needs_vqa
+def test_every_tab_shows_its_default_example_when_first_opened():
+    from widgets import workbench
+
+    app = workbench()
+    main_picture = {"VQAExplorer": "heatmap", "AttentionExplorer": "figure", "ITMExplorer": "figure",
+                    "VCRExplorer": "heatmap", "MethodComparison": "figure"}
+    pictures = [getattr(explorer, main_picture[type(explorer).__name__]) for explorer in app.children]
+    assert not any(picture.value for picture in pictures)  # nothing runs while the app is built
+    app._repr_mimebundle_()  # what IPython calls to display it, in a notebook and in Voilà
+    for index, explorer in enumerate(app.children):
+        app.selected_index = index
+        assert explorer.status.error is None, explorer.status.message.value
+        assert "done" in explorer.status.message.value and bytes(pictures[index].value).startswith(b"\x89PNG")
+        assert not any(picture.value for picture in pictures[index + 1:])  # tabs not opened yet have not run
+    first = pictures[0].value
+    app.selected_index = 0
+    app._repr_mimebundle_()
+    assert pictures[0].value is first  # once: showing a tab again keeps what is there
 
 
 @needs_vqa

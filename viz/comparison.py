@@ -92,16 +92,21 @@ def correlate_ranks(maps) -> np.ndarray:
 
 
 def plot_method_comparison(maps, image, *, signed=None, opacity: float = 0.6, title: str | None = None,
-                           agreement: bool = True, panel_size: float = 2.6):
+                           agreement: bool = True, panel_size: float = 2.6, columns: int | None = None):
     """The same target under several methods: ``maps`` {method: (rows, cols) scores} drawn side by side over
     ``image``, each on its own colour scale (methods' units differ), and a Spearman rank-agreement matrix.
-    ``signed``: one bool for all, {method: bool}, or None to infer from the signs. Returns the Figure."""
+    ``signed``: one bool for all, {method: bool}, or None to infer from the signs. ``columns``: panels per row
+    (default: all in one row). Returns the Figure."""
     if not maps:
         raise ValueError("no maps to compare: give {method name: (rows, cols) scores}")
     names = list(maps)
     n_panels = len(names) + (1 if agreement else 0)
-    figure = Figure(figsize=(panel_size * n_panels + 0.4, panel_size + 1.1), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(1, n_panels, squeeze=False)[0])
+    columns = min(columns or n_panels, n_panels)
+    rows = -(-n_panels // columns)
+    figure = Figure(figsize=(panel_size * columns + 0.4, (panel_size + 1.1) * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[n_panels:]:  # the last row's empty places
+        ax.set_axis_off()
     for ax, name in zip(axes, names):
         scores = check_array(maps[name], f"map {name!r}", 2, "(rows, cols)")
         method_signed = signed.get(name) if isinstance(signed, dict) else signed
@@ -109,7 +114,7 @@ def plot_method_comparison(maps, image, *, signed=None, opacity: float = 0.6, ti
         plot_patch_relevance(scores, image, signed=method_signed, opacity=opacity, title=name, ax=ax,
                              colorbar="bottom", label="signed score" if method_signed else "score")
     if agreement:
-        _draw_agreement(axes[-1], names, correlate_ranks([maps[name] for name in names]))
+        _draw_agreement(axes[n_panels - 1], names, correlate_ranks([maps[name] for name in names]))
     if title:
         figure.suptitle(title, fontsize=10)
     return figure

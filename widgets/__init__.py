@@ -3,8 +3,8 @@
     from widgets import VQAExplorer, AttentionExplorer, ITMExplorer, VCRExplorer, MethodComparison, workbench
     workbench()          # all of them in tabs, on the embedded shapes models
 
-Each explorer does its heavy work on a button with a progress bar, redraws view-only changes from cached results,
-and shows errors inside itself.
+Each explorer runs its default example once when first shown, does its heavy work on a button with a progress bar,
+redraws view-only changes from cached results, and shows errors inside itself.
 """
 
 from .app import workbench

@@ -4,6 +4,7 @@ and showing errors inside the widget."""
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 import time
@@ -25,7 +26,12 @@ from vle.explain import Session
 from vle.image_utils import load_image
 
 PICS = Path(__file__).resolve().parent.parent / "pics"
-DPI = 90  # enough for a 128-pixel scene; higher DPIs cost re-render time without showing more
+# Pictures are drawn at DPI and shown at SCREEN_PPI CSS pixels per inch of figure: figure text a little larger than
+# the page's, a heatmap's 128-pixel scene about 400 pixels wide, and more pixels than shown, so HiDPI screens and
+# narrowed panels stay sharp (higher DPIs cost redraw time without showing more)
+DPI = 144
+SCREEN_PPI = 110
+MIN_WIDTH = "480px"  # however narrow the panel: a fixed_axes heatmap shows its 128-pixel scene 384 pixels wide
 
 
 # -- models ----------------------------------------------------------------------------------------------------------
@@ -54,6 +60,25 @@ def load_session(model, head: str | None = None) -> Session:
 def _load_session(model: str, head: str | None) -> Session:
     with _no_progress_bars():
         return Session.from_pretrained(model, head=head)
+
+
+class RunsWhenShown:
+    """Mixed into an explorer (before its ipywidgets base): its default example runs once, when it is first shown, so
+    a new user sees a result instead of an empty panel. Displaying it calls ``ensure_run()``, and so does the
+    workbench when its tab is first selected: tabs nobody opens never run, and the app still opens fast."""
+
+    _shown = False
+
+    def ensure_run(self) -> None:
+        """``run()`` the first time only; its errors show in the widget's status line, as on the Run button."""
+        if not self._shown:
+            self._shown = True
+            self.run()
+
+    def _repr_mimebundle_(self, **kwargs):
+        # ipywidgets 8 has no on_displayed; this is what IPython calls to display a widget (notebooks and Voilà)
+        self.ensure_run()
+        return super()._repr_mimebundle_(**kwargs)
 
 
 class Quiet:
@@ -160,13 +185,22 @@ def fixed_axes(figsize=(4.6, 4.2)):
     return figure, figure.add_axes((0.01, 0.02, 0.98, 0.88))
 
 
-def picture(css_class: str, width: str | None = None) -> W.Image:
-    """An Image widget that keeps its own size inside a box (the browser would stretch it otherwise)."""
-    image = W.Image(format="png", layout=W.Layout(align_self="flex-start", width=width or "auto", display="none"))
+def picture(css_class: str, min_width: str | None = MIN_WIDTH) -> W.Image:
+    """An Image widget for ``figure_png`` pictures: SCREEN_PPI pixels per inch of figure, narrowed to the width
+    available down to ``min_width``, its aspect kept (flex-start: a box would stretch it to the row's height)."""
+    image = W.Image(format="png", layout=W.Layout(align_self="flex-start", max_width="100%", min_width=min_width,
+                                                  height="auto", display="none"))
     image.add_class(css_class)
-    # hidden until it has a picture: an empty Image shows as a broken-image icon
-    image.observe(lambda change: setattr(image.layout, "display", "" if change["new"] else "none"), names="value")
+    image.observe(lambda change: _fit_picture(image, bytes(change["new"])), names="value")
     return image
+
+
+def _fit_picture(image: W.Image, png: bytes) -> None:
+    image.layout.display = "" if png else "none"  # an empty Image shows as a broken-image icon
+    if png:
+        with Image.open(io.BytesIO(png)) as header:  # reads the header only; matplotlib stores its DPI there
+            inches = header.width / header.info.get("dpi", (DPI,))[0]
+        image.width = str(round(inches * SCREEN_PPI))
 
 
 def html_table(rows, header=None, css_class: str = "") -> str:

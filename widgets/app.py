@@ -1,7 +1,7 @@
 """The workbench: every explorer in one tabbed app (what ``notebooks/explorer.ipynb`` and ``make run`` show).
 
 A tab is one explorer class plus one ``register_tab`` call: its title and how to build it from the workbench's
-``Models``.
+``Models``. An explorer that mixes in ``RunsWhenShown`` runs its default example when its tab is first opened.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Callable
 
 import ipywidgets as W
 
-from ._common import describe_error
+from ._common import RunsWhenShown, describe_error
 from .attention import AttentionExplorer
 from .comparison import MethodComparison
 from .itm import ITMExplorer
@@ -44,8 +44,22 @@ register_tab("VCR", lambda m: VCRExplorer(*m.vcr))
 register_tab("Compare methods", lambda m: MethodComparison(m.vqa))
 
 
+class Workbench(RunsWhenShown, W.Tab):
+    """The tabs. The explorer in front runs its default example when the app is shown, each other one when its tab
+    is first selected: a result in every tab a user opens, and no waiting at start for the tabs they never open."""
+
+    def __init__(self, children, titles):
+        super().__init__(children=children, titles=titles)
+        self.observe(lambda _: self.ensure_run(), names="selected_index")
+
+    def ensure_run(self) -> None:  # on every selection: each explorer runs its default once by itself
+        shown = self.children[self.selected_index] if self.selected_index is not None else None
+        if isinstance(shown, RunsWhenShown):
+            shown.ensure_run()
+
+
 def workbench(vqa_model: str = Models.vqa, pretrained_model: str = Models.pretrained, vcr_models=Models.vcr,
-              llm=None) -> W.Tab:
+              llm=None) -> Workbench:
     """A Tab with every registered explorer, the VQA explorer first; an explorer that cannot start (e.g. its model is
     missing) shows why in its tab and the others still work."""
     models = Models(vqa_model, pretrained_model, tuple(vcr_models), llm)
@@ -57,6 +71,6 @@ def workbench(vqa_model: str = Models.vqa, pretrained_model: str = Models.pretra
             message = W.HTML(f"<span style='color:#b00020'>{title} explorer unavailable: {describe_error(error)}"
                              "</span>")
             children.append(message)
-    tab = W.Tab(children=children, titles=tuple(TABS))
+    tab = Workbench(children, tuple(TABS))
     tab.add_class("vle-workbench")
     return tab

@@ -13,13 +13,13 @@ import ipywidgets as W
 
 from viz import plot_attention_grid, plot_patch_attention, plot_word_attention
 
-from ._common import (DPI, ImagePicker, Quiet, Status, describe_error, figure_png, fixed_axes, layer_choices,
-                      load_session, picture, timed)
+from ._common import (DPI, ImagePicker, Quiet, RunsWhenShown, Status, describe_error, figure_png, fixed_axes,
+                      layer_choices, load_session, picture, timed)
 
 DIRECTIONS = ("word → image", "patch → words", "layer × head grid")
 
 
-class AttentionExplorer(W.VBox, Quiet):
+class AttentionExplorer(RunsWhenShown, W.VBox, Quiet):
     """``model``: a shipped name or folder; ``head``: which of its heads to load (a task name of ``vle.HEADS``;
     default: the one the checkpoint was saved as)."""
 

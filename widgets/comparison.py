@@ -11,12 +11,14 @@ import ipywidgets as W
 from viz import plot_method_comparison
 from vle.explain import VQAAnswer, vqa_answer
 
-from ._common import DPI, ImagePicker, Status, describe_error, figure_png, load_session, picture, timed
+from ._common import DPI, ImagePicker, RunsWhenShown, Status, describe_error, figure_png, load_session, picture, timed
 
 DEFAULT_METHODS = ("coattention_relevance", "rollout", "raw_attention", "gradcam", "random")
+# rows of three panels big enough for each scene to be seen (one row of six would shrink each to a thumbnail)
+PANEL_SIZE, COLUMNS = 4.0, 3
 
 
-class MethodComparison(W.VBox):
+class MethodComparison(RunsWhenShown, W.VBox):
     """``model``: a shipped name or folder of a VQA model. The target is the answer picked after Run (the top one
     by default)."""
 
@@ -83,7 +85,8 @@ class MethodComparison(W.VBox):
                 signed = {name: e.signed for name, e in self.explanations.items()}
                 figure = plot_method_comparison(maps, self._image, signed=signed, opacity=self.opacity.value,
                                                 title=f"{first.target.label} (p = "
-                                                      f"{first.metadata['target_probability']:.2f})")
+                                                      f"{first.metadata['target_probability']:.2f})",
+                                                panel_size=PANEL_SIZE, columns=COLUMNS)
                 self.figure.value = figure_png(figure, self.dpi)
             except Exception as error:  # noqa: BLE001
                 self.status.show(describe_error(error), "error")

@@ -14,13 +14,13 @@ import ipywidgets as W
 from viz import plot_patch_relevance, plot_pbc_overlay
 from vle.explain import METHODS, ITMMatch, PBCPhrase
 
-from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, html_table, load_session,
-                      picture, score_bar, timed)
+from ._common import (DPI, ImagePicker, RunsWhenShown, Status, describe_error, figure_png, fixed_axes, html_table,
+                      load_session, picture, score_bar, timed)
 
 VIEWS = ("PBC: where the phrase is", "ITM: why it matches")
 
 
-class ITMExplorer(W.VBox):
+class ITMExplorer(RunsWhenShown, W.VBox):
     """``model``: a shipped name or folder of a model with ITM and PBC heads (``VLEForPretraining``)."""
 
     def __init__(self, model: str = "vle-tiny-shapes", image: str | None = "shapes_0", phrase: str | None = None,

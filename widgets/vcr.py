@@ -14,14 +14,15 @@ import ipywidgets as W
 from viz import plot_patch_relevance, plot_token_strip, plot_vcr_choices, referenced_objects
 from vle.explain import METHODS, Session, VCRChoice
 
-from ._common import (DPI, ImagePicker, Status, describe_error, figure_png, fixed_axes, load_session, picture,
-                      scene_names, scene_record, timed)
+from ._common import (DPI, ImagePicker, RunsWhenShown, Status, describe_error, figure_png, fixed_axes, load_session,
+                      picture, scene_names, scene_record, timed)
 
 STAGES = {"answers (Q → A)": "q2a", "rationales (QA → R)": "qa2r"}
 GIVEN = ("the correct answer", "the model's answer")
+LETTERS = "ABCD"  # the choices as the choices' figure letters them
 
 
-class VCRExplorer(W.VBox):
+class VCRExplorer(RunsWhenShown, W.VBox):
     """``q2a`` / ``qa2r``: shipped names or folders of the two VCR models (loaded on the first Run)."""
 
     def __init__(self, q2a: str = "vle-tiny-shapes-vcr-q2a", qa2r: str = "vle-tiny-shapes-vcr-qa2r",
@@ -43,16 +44,18 @@ class VCRExplorer(W.VBox):
         self.choices_q2a = picture("vle-vcr-q2a")
         self.choices_qa2r = picture("vle-vcr-qa2r")
         self.stage = W.ToggleButtons(options=list(STAGES), description="explain")
-        self.choice = W.Dropdown(options=[(f"choice {i}", i) for i in range(4)], value=0, description="choice")
+        self.choice = W.Dropdown(options=[(letter, i) for i, letter in enumerate(LETTERS)], value=0,
+                                 description="choice")
         methods = Session.methods_for(VCRChoice(0))
         self.method = W.Dropdown(options=methods, value="coattention_relevance", description="method")
         self.opacity = W.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="opacity",
                                      continuous_update=False)
         self.heatmap = picture("vle-heatmap")
-        self.tokens = picture("vle-tokens")
+        self.tokens = picture("vle-tokens", min_width="16em")
 
         self.run_button.on_click(lambda _: self.run())
-        for control in (self.stage, self.choice, self.method):
+        self.stage.observe(lambda _: self.explain_pick(), names="value")
+        for control in (self.choice, self.method):
             control.observe(lambda _: self.explain_choice(), names="value")
         self.opacity.observe(lambda _: self.render(), names="value")
         super().__init__([W.HBox([self.picker, self.given]), self.run_button, self.status, self.choices_q2a,
@@ -93,13 +96,21 @@ class VCRExplorer(W.VBox):
                     question = question + ["→"] + annotation["answer_choices"][annotation["answer_label"]]
                 figure = plot_vcr_choices(self._image, result["choices"], result["probabilities"], boxes,
                                           question=question, answer_label=result["label"], object_names=names,
-                                          figsize=(9, 2.8))
+                                          figsize=(11.2, 4.5))  # the scene about 390 pixels wide
                 view.value = figure_png(figure, self.dpi)
-            picked = int(self.results[STAGES[self.stage.value]]["probabilities"].argmax())
-            if self.choice.value != picked:
-                self.choice.value = picked  # the model's own pick is explained first (the observer explains it)
-            else:
-                self.explain_choice()
+            self.explain_pick()
+
+    def explain_pick(self) -> None:
+        """Explain the model's own pick for the current stage: why it chose what it chose is the first question,
+        at every Run and when switching between answers and rationales (another choice is one menu away)."""
+        task = STAGES[self.stage.value]
+        if task not in self.results:
+            return
+        picked = int(self.results[task]["probabilities"].argmax())
+        if self.choice.value != picked:
+            self.choice.value = picked  # its observer explains it
+        else:
+            self.explain_choice()
 
     def explain_choice(self) -> None:
         task = STAGES[self.stage.value]
@@ -115,7 +126,9 @@ class VCRExplorer(W.VBox):
                 self.explanations[key] = result["session"].explain(result["inputs"], target=target,
                                                                    method=self.method.value)
             self.explanation = self.explanations[key]
-            self.status.show(f"{self.method.value} for {task} choice {self.choice.value}")
+            picked = self.choice.value == int(self.results[task]["probabilities"].argmax())
+            self.status.show(f"{self.method.value} for {task} choice {LETTERS[self.choice.value]}"
+                             + (" (the model's pick)" if picked else ""))
             self.render()
         except Exception as error:  # noqa: BLE001
             self.status.show(describe_error(error), "error")
@@ -131,7 +144,7 @@ class VCRExplorer(W.VBox):
             boxes = [tuple(self._record["boxes"][i][:4]) + (f"{i}",) for i in referenced]
             figure, ax = fixed_axes()
             plot_patch_relevance(e.patch_scores, self._image, signed=e.signed, opacity=self.opacity.value,
-                                 boxes=boxes, title=e.target.label, ax=ax)
+                                 boxes=boxes, title=f"choice {LETTERS[e.target.choice]}", ax=ax)
             self.heatmap.value = figure_png(figure, self.dpi)
             self.tokens.value = figure_png(plot_token_strip(e.words, e.word_scores, signed=e.signed, width=5.0,
                                                             title="words of the choice"), self.dpi)

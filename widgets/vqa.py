@@ -17,15 +17,15 @@ import ipywidgets as W
 from viz import plot_patch_relevance, plot_token_strip
 from vle.explain import METHODS, VQAAnswer, VQAContrast
 
-from ._common import (DPI, ImagePicker, Quiet, Status, describe_error, figure_png, fixed_axes, html_table,
-                      layer_choices, load_session, picture, score_bar, timed)
+from ._common import (DPI, ImagePicker, Quiet, RunsWhenShown, Status, describe_error, figure_png, fixed_axes,
+                      html_table, layer_choices, load_session, picture, score_bar, timed)
 from .llm_panel import LLMPanel
 
 DEFAULT_MODEL = "vle-tiny-shapes-vqa"
 NO_CONTRAST = -1
 
 
-class VQAExplorer(W.VBox, Quiet):
+class VQAExplorer(RunsWhenShown, W.VBox, Quiet):
     """Image + question → top-k answers → an explanation of the chosen answer.
 
     ``model``: a shipped name or folder of a VQA model, or a ``vle.explain.Session`` on one. ``llm`` /
@@ -77,7 +77,7 @@ class VQAExplorer(W.VBox, Quiet):
         self.boxes = W.Checkbox(value=False, description="object boxes", indent=False, layout=W.Layout(width="auto"))
 
         self.heatmap = picture("vle-heatmap")
-        self.tokens = picture("vle-tokens")
+        self.tokens = picture("vle-tokens", min_width="16em")
         self.info = W.HTML()
         self.info.add_class("vle-info")
         self.llm = LLMPanel(llm=llm, captioner=captioner, vqa_model=model if isinstance(model, str) else None,
