@@ -22,6 +22,7 @@ for the model) is logged with its reason and skipped; a model that cannot serve 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import time
 from contextlib import contextmanager
@@ -82,8 +83,11 @@ def gather(value, world: int) -> list:
 
 
 def run_batch(source: Source, model, out: str, methods=DEFAULT_METHODS, batch_size: int = 16, dtype="auto",
-              progress: bool = True, part_rows: int = PART_ROWS) -> dict:
-    """Run ``model`` (a shipped name, folder or hub id) over ``source``, storing each example's row in ``out``.
+              progress=True, part_rows: int = PART_ROWS) -> dict:
+    """Run ``model`` (a shipped name, folder or hub id, or a ``Session``) over ``source``, storing each example's row
+    in ``out``.
+    ``progress``: a progress bar with rate and ETA on the first process (True), none (False), or a function called
+    as ``progress(done, total)`` (total None when unknown) after each batch.
     Returns this run's counts: ``examples`` (in the data), ``stored``, ``skipped`` (with ``reasons``), ``resumed``
     (already done before), ``seconds``; under torchrun every process returns the totals over all processes."""
     methods = [m for m in methods if m]
@@ -91,8 +95,10 @@ def run_batch(source: Source, model, out: str, methods=DEFAULT_METHODS, batch_si
     if unknown:
         raise InputError(f"unknown method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     with distributed() as (rank, world, device):
-        session = Session(model, dtype=dtype)
+        session = model if isinstance(model, Session) else Session(model, dtype=dtype)
         session.model.to(device)
+        model = model if not isinstance(model, Session) else getattr(session.model, "name_or_path", "") or \
+            type(session.model).__name__
         check_serves(session, source, methods)
         store = RunStore(out)
         settings = {"model": str(model), "dtype": str(session.model.dtype).removeprefix("torch."), "methods": methods,
@@ -105,8 +111,8 @@ def run_batch(source: Source, model, out: str, methods=DEFAULT_METHODS, batch_si
                                   "top_k": TOP_K, "image_refs": source.image_refs})
         done = store.done_ids()
         started = time.perf_counter()
-        counts = work(session, source, store, methods, batch_size, rank, world, done, progress and rank == 0,
-                      part_rows)
+        counts = work(session, source, store, methods, batch_size, rank, world, done,
+                      progress if rank == 0 else False, part_rows)
         totals = gather(counts, world)
         barrier(world)
         summary = {"examples": sum(c["examples"] for c in totals) // world, "stored": len(store.done_ids())
@@ -165,10 +171,10 @@ def batches(source: Source, batch_size: int):
 
 def work(session, source, store, methods, batch_size, rank, world, done, progress, part_rows) -> dict:
     total = source.total()
-    bar = tqdm(total=None if total is None else share(total, batch_size, rank, world), disable=not progress,
-               unit="example",
+    mine = None if total is None else share(total, batch_size, rank, world)
+    bar = tqdm(total=mine, disable=progress is not True, unit="example",
                desc=f"batch ({world} processes)" if world > 1 else "batch", smoothing=0.1)
-    counts, pending = {"examples": 0, "new": 0}, []
+    counts, pending, finished = {"examples": 0, "new": 0}, [], 0
     for number, examples in batches(source, batch_size):
         counts["examples"] += len(examples)
         if number % world != rank:
@@ -190,6 +196,9 @@ def work(session, source, store, methods, batch_size, rank, world, done, progres
             store.write_part(rank, pending)
             pending = []
         bar.update(len(examples))
+        finished += len(examples)
+        if callable(progress):
+            progress(finished, mine)
     if pending:
         store.write_part(rank, pending)
     bar.close()
@@ -266,7 +275,8 @@ def vcr_row(session: Session, index: int, example: Example, methods: list[str]) 
                             **METHOD_OPTIONS.get(m, {})) for m in methods}
     score = None if example.truth is None else float(chosen == int(example.truth))
     row = base_row(index, example, choices[chosen], chosen, top_k, score, output.vle_output.pooler_output[chosen])
-    row.update(answers=choices, truth=None if example.truth is None else choices[int(example.truth)])
+    row.update(answers=choices, truth=None if example.truth is None else choices[int(example.truth)],
+               annotation=json.dumps(example.annotation), metadata=json.dumps(example.metadata))  # to explain it again
     return {**row, **explanation_columns(explained, example), "seconds": time.perf_counter() - started}
 
 

@@ -250,6 +250,7 @@ def cmd_batch(args) -> None:
     from .batch import run_batch  # heavy: torch, DuckDB
 
     source = _data_source(args)
+    source = source.first(args.limit) if args.limit else source
     kind = source.kind if source.kind == "vqa" else f"vcr_{source.task}"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods != "none" else []
     model = args.model or DEFAULT_MODELS[kind]
@@ -395,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--image-column", default="image")
     batch.add_argument("--question-column", default="question")
     batch.add_argument("--answer-column", default="answer")
+    batch.add_argument("--limit", type=positive_int, default=None, help="only the first N examples of the data")
     batch.add_argument("--json", action="store_true", help="print the run's counts as one JSON object")
     return parser
 

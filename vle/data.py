@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -48,6 +49,14 @@ class Source:
 
     def total(self) -> int | None:
         return self.count() if callable(self.count) else self.count
+
+    def first(self, n: int) -> "Source":
+        """The same data, only its first ``n`` examples."""
+        if n < 1:
+            raise InputError(f"the number of examples must be at least 1, got {n}")
+        return replace(self, name=f"{self.name}, first {n}", fingerprint=f"{self.fingerprint}:first{n}",
+                       examples=lambda: itertools.islice(self.examples(), n),
+                       count=lambda: min(n, self.total()) if self.total() is not None else None)
 
 
 @dataclass
@@ -343,7 +352,7 @@ def hf_source(dataset, image_column: str = "image", question_column: str = "ques
     fingerprint = "hf:" + str(getattr(dataset, "_fingerprint", "") or len(dataset))
     return Source(f"datasets {getattr(dataset, 'info', None) and dataset.info.dataset_name or 'dataset'}", "vqa",
                   fingerprint, lambda: _hf_examples(dataset, image_column, question_column, answer_column),
-                  len(dataset), image_refs=f"hf:{folder}")
+                  len(dataset), image_refs=f"hf:{image_column}:{folder}")
 
 
 def _hf_examples(dataset, image_column: str, question_column: str, answer_column: str | None) -> Iterator[Example]:

@@ -171,6 +171,34 @@ class Run:
         sql = f"select {', '.join(quote(c) for c in columns)} from examples" + (f" where {where}" if where else "")
         return self.query(sql, parameters).df()
 
+    def row(self, example_id: str) -> dict:
+        """One example's stored row (maps as bytes), or an InputError naming the id."""
+        cursor = self.query("select * from examples where id = ?", [str(example_id)])
+        found = cursor.fetchone()
+        if found is None:
+            raise InputError(f"no example {example_id!r} in {self.root}")
+        return dict(zip([d[0] for d in cursor.description], found))
+
+    def image(self, example_id: str):
+        """The example's image again, from its reference: a file path, a shapes-world scene (``shapes:<seed>``), or
+        a row of the Hugging Face dataset folder the run read (``hf:<row>``)."""
+        from .image_utils import load_image  # noqa: PLC0415  (images only when asked for)
+
+        ref = self.row(example_id)["image"] or ""
+        if ref.startswith("shapes:"):
+            from .shapes import make_scene  # noqa: PLC0415
+
+            return make_scene(int(ref.split(":")[1])).image
+        if ref.startswith("hf:"):
+            _, column, folder = (self.manifest.get("image_refs") or "hf::").split(":", 2)
+            if not folder:
+                raise InputError(f"{example_id} came from a dataset in memory: open its image from that dataset "
+                                 f"(row {ref[3:]})")
+            import datasets  # noqa: PLC0415
+
+            return load_image(datasets.load_from_disk(folder)[int(ref[3:])][column])
+        return load_image(ref)
+
     def explanation(self, example_id: str, method: str) -> dict:
         """One stored explanation: ``patches`` (rows, cols) float32, ``words`` and ``word_scores``."""
         if method not in self.methods:

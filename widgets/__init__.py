@@ -10,10 +10,11 @@ redraws view-only changes from cached results, and shows errors inside itself.
 from .app import workbench
 from .attention import AttentionExplorer
 from .comparison import MethodComparison
+from .dataset import DatasetExplorer
 from .itm import ITMExplorer
 from .llm_panel import LLMPanel
 from .vcr import VCRExplorer
 from .vqa import VQAExplorer
 
-__all__ = ["AttentionExplorer", "ITMExplorer", "LLMPanel", "MethodComparison", "VCRExplorer", "VQAExplorer",
-           "workbench"]
+__all__ = ["AttentionExplorer", "DatasetExplorer", "ITMExplorer", "LLMPanel", "MethodComparison", "VCRExplorer",
+           "VQAExplorer", "workbench"]

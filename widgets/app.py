@@ -6,6 +6,8 @@ A tab is one explorer class plus one ``register_tab`` call: its title and how to
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -14,6 +16,7 @@ import ipywidgets as W
 from ._common import RunsWhenShown, describe_error
 from .attention import AttentionExplorer
 from .comparison import MethodComparison
+from .dataset import DatasetExplorer
 from .itm import ITMExplorer
 from .vcr import VCRExplorer
 from .vqa import VQAExplorer
@@ -42,6 +45,7 @@ register_tab("Attention", lambda m: AttentionExplorer(m.vqa))
 register_tab("ITM / PBC", lambda m: ITMExplorer(m.pretrained))
 register_tab("VCR", lambda m: VCRExplorer(*m.vcr))
 register_tab("Compare methods", lambda m: MethodComparison(m.vqa))
+register_tab("Dataset", lambda m: DatasetExplorer(model=m.vqa))
 
 
 class Workbench(RunsWhenShown, W.Tab):
@@ -73,4 +77,28 @@ def workbench(vqa_model: str = Models.vqa, pretrained_model: str = Models.pretra
             children.append(message)
     tab = Workbench(children, tuple(TABS))
     tab.add_class("vle-workbench")
+    _open_rows_in_vqa(tab)
     return tab
+
+
+def _open_rows_in_vqa(tab: Workbench) -> None:
+    """The dataset tab's "Open in explorer" shows a VQA row in the VQA tab, asked again there."""
+    vqa = next((i for i, child in enumerate(tab.children) if isinstance(child, VQAExplorer)), None)
+    if vqa is None:
+        return
+
+    def open_row(row: dict, image) -> None:
+        explorer = tab.children[vqa]
+        path = os.path.join(tempfile.mkdtemp(prefix="vle-row-"), f"{row['id']}.png")
+        image.save(path)
+        with explorer.picker.source.hold_trait_notifications():
+            explorer.picker.source.value, explorer.picker.path.value = "(path)", path
+        explorer.question.value = row["question"]
+        explorer._shown = True  # its default example is not wanted now
+        tab.selected_index = vqa
+        explorer.run()
+
+    for child in tab.children:
+        if isinstance(child, DatasetExplorer) and child.on_open is None:
+            child.on_open = open_row
+            child.open_elsewhere.layout.display = ""
