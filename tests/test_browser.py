@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import shutil
 import threading
 import time
@@ -84,11 +85,13 @@ def llm_url():
 
 
 @pytest.fixture(scope="session")
-def explorer_url(llm_url):
-    """Voilà on the explorer notebook; ready when its port accepts connections (a GET would start a kernel)."""
+def explorer_url(llm_url, tmp_path_factory):
+    """Voilà on the explorer notebook; ready when its port accepts connections (a GET would start a kernel). The
+    dataset tab's default run goes to a temporary folder."""
     ARTIFACTS.mkdir(exist_ok=True)
-    with open(ARTIFACTS / "voila.log", "w") as log, \
-            served_app(log, env={"OMP_NUM_THREADS": "1", "VLE_LLM_BASE_URL": llm_url, "VLE_LLM_MODEL": "stub"}) as url:
+    env = {"OMP_NUM_THREADS": "1", "VLE_LLM_BASE_URL": llm_url, "VLE_LLM_MODEL": "stub",
+           "VLE_WORKBENCH_RUNS": str(tmp_path_factory.mktemp("runs"))}
+    with open(ARTIFACTS / "voila.log", "w") as log, served_app(log, env=env) as url:
         yield url
 
 
@@ -192,3 +195,33 @@ def test_every_tab_shows_a_result_without_run(page, explorer_url):
         expect(panel.locator(".vle-status").first).to_contain_text("done", timeout=60_000)
         expect(panel.locator("img").first).to_be_visible()
         assert "error" not in panel.locator(".vle-status").first.inner_text().lower(), title
+
+
+def open_a_wrong_answer(page, panel) -> None:
+    """The dataset tab as a user works it: filter to the wrong answers, click the second row of the table (the tab
+    opens on the first wrong answer), and see that example's stored explanation (its picture redrawn, its text saying
+    it is wrong)."""
+    expect(panel.locator(".vle-status").first).to_contain_text("done", timeout=120_000)
+    expect(panel.locator(".vle-dataset-summary")).to_contain_text("accuracy")
+    panel.locator(".vle-right-wrong button", has_text="wrong").click()
+    expect(panel.locator(".vle-dataset-summary")).not_to_contain_text(" of 0")
+    expect(panel.locator(".vle-dataset-summary")).to_contain_text(re.compile(r"accuracy\s*0\.000"), timeout=30_000)
+    before = _image_digest(page, "img.vle-example")
+    grid = panel.locator(".vle-dataset-grid").bounding_box()
+    page.wait_for_timeout(500)  # the grid redraws its rows after the filter
+    page.mouse.click(grid["x"] + 200, grid["y"] + 51)  # rows of 20 pixels under a 20-pixel header
+    _wait_for_new_image(page, "img.vle-example", before, "clicking a wrong answer's row")
+    expect(panel.locator(".vle-example-text")).to_contain_text("✘ wrong")
+    expect(panel.locator(".vle-example-text")).to_contain_text("stored coattention_relevance")
+
+
+@pytest.mark.timeout(300)
+def test_dataset_tab_filters_to_wrong_answers_and_opens_one(page, explorer_url):
+    page.goto(explorer_url)
+    tabs = page.locator(".vle-workbench .lm-TabBar-tab")
+    tabs.first.wait_for(state="visible", timeout=150_000)
+    index = list(TABS).index("Dataset")
+    tabs.nth(index).click()
+    panel = page.locator(".vle-workbench > .widget-tab-contents > *").nth(index)
+    open_a_wrong_answer(page, panel)
+    page.screenshot(path=str(ARTIFACTS / "browser_dataset.png"), full_page=True)

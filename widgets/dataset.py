@@ -78,7 +78,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         self.color_by = W.Dropdown(description="colour", options=["right or wrong"])
         self.clear_box = W.Button(description="Clear box", icon="times", disabled=True)
         self.grid = DataGrid(_empty_frame(), selection_mode="row", layout=W.Layout(height="330px", width="100%"),
-                             base_column_size=90, auto_fit_columns=True)
+                             base_column_size=90, auto_fit_columns=True, header_visibility="column")
         self.grid.add_class("vle-dataset-grid")
         self.summary = W.HTML()
         self.summary.add_class("vle-dataset-summary")
@@ -164,8 +164,9 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         self.xy[found] = xy[np.array([i for i in order if i is not None], dtype=int)]
         self.run_data, self.table, self.box_ids = run, table, None
         fields = run.slice_fields
-        self.grid.data = table[[c for c in GRID_COLUMNS[:2]] + [f"slice_{f}" for f in fields] +
-                               list(GRID_COLUMNS[2:])].rename(columns=lambda c: c.removeprefix("slice_"))
+        shown = table[list(GRID_COLUMNS[:2]) + [f"slice_{f}" for f in fields] + list(GRID_COLUMNS[2:])]
+        self.grid.data = shown.round({"probability": 3, "margin": 3}).rename(
+            columns=lambda c: c.removeprefix("slice_"))
         with self.hold_trait_notifications():
             self.field.options = [ALL] + fields
             self.field.value = fields[0] if fields else ALL

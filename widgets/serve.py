@@ -28,6 +28,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for_port(port: int, server: subprocess.Popen, log_name: str, timeout: float = 60.0) -> None:
+    """Until the server's port accepts connections; a server that exits or takes too long is an error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server on port {port} did not start: see {log_name}") from None
+            time.sleep(0.2)
+
+
 @contextmanager
 def served_app(log, env: dict | None = None, start_timeout: float = 60.0):
     """Serve the app until the block ends; yields its URL once the port accepts connections (a GET would start a
@@ -38,15 +51,7 @@ def served_app(log, env: dict | None = None, start_timeout: float = 60.0):
                                "--Voila.ip=127.0.0.1"], cwd=ROOT, env=environment, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + start_timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"Voilà did not start: see {log.name}") from None
-                time.sleep(0.2)
+        wait_for_port(port, server, log.name, start_timeout)
         yield f"http://127.0.0.1:{port}/"
     finally:  # by PID: Voilà's kernels stop with it
         server.terminate()
