@@ -6,7 +6,7 @@ Usage: .venv/bin/python pics/make_screenshots.py
 
 Writes pics/workbench.png (the VQA tab with the tab bar: the front-page picture) and pics/workbench_vqa.png,
 workbench_attention.png, workbench_itm.png, workbench_vcr.png, workbench_compare.png (one explorer each, on
-shapes_0). Needs /usr/bin/chromium (``make test`` installs it with apt; never ``playwright install``). Takes about
+shapes_0) and workbench_dataset.png (the Dataset tab on its default run of held-out scenes). Needs /usr/bin/chromium (``make test`` installs it with apt; never ``playwright install``). Takes about
 half a minute, most of it the notebook loading the models. The status lines (and VQA's "computed in") show measured
 times: those few pixels change from run to run, the rest of each picture does not. Exits with 1, saying what each
 failed explorer shows, when one cannot run.
@@ -43,7 +43,8 @@ TABS = (("VQA", "workbench_vqa.png", "vle-heatmap"),
         ("Attention", "workbench_attention.png", "vle-attention"),
         ("ITM / PBC", "workbench_itm.png", "vle-itm"),
         ("VCR", "workbench_vcr.png", "vle-vcr-q2a"),
-        ("Compare methods", "workbench_compare.png", "vle-comparison"))
+        ("Compare methods", "workbench_compare.png", "vle-comparison"),
+        ("Dataset", "workbench_dataset.png", "vle-overview"))
 FRONT = "workbench.png"
 
 
@@ -229,7 +230,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="vle-screenshots-"))
     with open(scratch / "voila.log", "w") as log:
         try:
-            with served_app(log) as url:
+            with served_app(log, env={"VLE_WORKBENCH_RUNS": str(scratch / "runs")}) as url:
                 written, failures = shoot_all(url, scratch)
         except Exception:
             print(f"Voilà's log: {log.name}", file=sys.stderr)

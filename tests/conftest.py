@@ -25,3 +25,12 @@ def image():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _runs_in_a_temporary_folder(tmp_path_factory):
+    """The Dataset tab's default run goes to a temporary folder, never the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VLE_WORKBENCH_RUNS", str(tmp_path_factory.mktemp("runs")))
+    yield
+    mp.undo()

@@ -114,18 +114,20 @@ def test_an_interrupted_run_leaves_whole_parts_and_finishes_on_rerun(tmp_path):
 
 def test_bad_examples_are_skipped_with_reasons(tmp_path):
     make_scene(SEED).image.save(tmp_path / "scene.png")
-    lines = [{"image": "scene.png", "question": "what color is the circle ?", "answer": "red"},
+    lines = [{"id": "a", "image": "scene.png", "question": "what color is the circle ?", "answer": "red"},
              {"image": "missing.png", "question": "what shape is it ?"},
              {"image": "scene.png", "question": " ".join(["big"] * 400)},
              {"image": "scene.png"}]
     table = tmp_path / "data.jsonl"
-    table.write_text("\n".join(json.dumps(line) for line in lines) + "\n{not json\n")
+    again = json.dumps({"id": "a", "image": "scene.png", "question": "what shape is it ?"})
+    table.write_text("\n".join(json.dumps(line) for line in lines) + f"\n{{not json\n{again}\n")
     summary = run_batch(table_source(str(table)), MODEL, str(tmp_path / "run"), methods=["rollout"],
                         progress=False)
-    assert summary["stored"] == 1 and summary["skipped"] == 4
+    assert summary["stored"] == 1 and summary["skipped"] == 5
     reasons = {record["id"]: record["reason"] for record in open_run(tmp_path / "run").store.skipped()}
     assert "missing.png" in reasons["row-2"] and "too long" in reasons["row-3"]
     assert "lacks question" in reasons["row-4"] and "not JSON" in reasons["row-5"]
+    assert [r for i, r in reasons.items() if i.startswith("a#")] == ["the id a appears again in the data"]
 
 
 def test_a_model_or_folder_that_does_not_fit_is_refused_before_work(tmp_path):

@@ -249,12 +249,14 @@ def test_workbench_tabs():
 
 
 @needs_vqa
-def test_every_tab_shows_its_default_example_when_first_opened():
+def test_every_tab_shows_its_default_example_when_first_opened(monkeypatch):
+    import widgets.dataset
     from widgets import workbench
 
+    monkeypatch.setattr(widgets.dataset, "DEFAULT_SCENES", 2)  # the dataset tab's first run: a small one
     app = workbench()
     main_picture = {"VQAExplorer": "heatmap", "AttentionExplorer": "figure", "ITMExplorer": "figure",
-                    "VCRExplorer": "heatmap", "MethodComparison": "figure"}
+                    "VCRExplorer": "heatmap", "MethodComparison": "figure", "DatasetExplorer": "overview"}
     pictures = [getattr(explorer, main_picture[type(explorer).__name__]) for explorer in app.children]
     assert not any(picture.value for picture in pictures)  # nothing runs while the app is built
     app._repr_mimebundle_()  # what IPython calls to display it, in a notebook and in Voilà

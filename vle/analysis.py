@@ -25,8 +25,8 @@ CALIBRATION_BINS = 10
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_LIMIT = 10_000  # values resampled one by one; beyond, the normal interval (see bootstrap_mean)
 EXACT_PCA = 512  # widest vectors whose covariance is diagonalised exactly (see project)
-SUMMARY_COLUMNS = ("id", "index", "kind", "question", "truth", "prediction", "prediction_index", "probability",
-                   "margin", "score", "correct")
+SUMMARY_COLUMNS = ("id", "index", "kind", "image", "question", "truth", "prediction", "prediction_index",
+                   "probability", "margin", "score", "correct")
 
 
 def select(table: pd.DataFrame, slices: dict | None = None, correct: bool | None = None,
@@ -131,12 +131,12 @@ def confusion(table: pd.DataFrame, top: int = 8) -> tuple[list[str], np.ndarray]
     known = table[table["truth"].notna()]
     frequent = pd.concat([known["truth"], known["prediction"]]).value_counts()
     labels = sorted(frequent.index[:top].tolist())
-    other = len(frequent) > top
-    names = labels + (["other"] if other else [])
-    position = {label: i for i, label in enumerate(labels)}
+    names = labels + (["other"] if len(frequent) > top else [])
+    codes = [pd.Categorical(known[column], categories=labels).codes for column in ("truth", "prediction")]
+    rows, columns = (np.where(code < 0, len(labels), code) for code in codes)  # -1: not a top label → "other"
     matrix = np.zeros((len(names), len(names)), dtype=int)
-    for truth, prediction in zip(known["truth"], known["prediction"]):
-        matrix[position.get(truth, len(labels)), position.get(prediction, len(labels))] += 1
+    if len(names):
+        np.add.at(matrix, (rows, columns), 1)
     return names, matrix
 
 
@@ -161,12 +161,27 @@ def stored_maps(run: Run, ids, method: str) -> tuple[list[str], np.ndarray]:
     return [row[0] for row in rows], maps.reshape(len(rows), grid, grid)
 
 
-def mean_map(run: Run, ids, method: str, normalize: bool = True) -> np.ndarray:
-    """The mean of ``method``'s patch maps over ``ids``; with ``normalize`` each map first scaled to sum to one over
-    its positive part, so every example counts alike."""
-    _, maps = stored_maps(run, ids, method)
+def all_maps(run: Run, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, maps (n, rows, cols) float16) of every stored example, in the run's order: one scan of one column, to
+    keep in memory where slices are averaged again and again."""
+    found = run.query(f"select id, grid, {quote(method + '__patches')} from examples where "
+                      f"{quote(method + '__patches')} is not null order by index").fetchnumpy()
+    if len(found["id"]) == 0:
+        return np.asarray(found["id"], dtype=object), np.zeros((0, 0, 0), dtype=np.float16)
+    grid = int(found["grid"][0])
+    maps = np.frombuffer(b"".join(found[f"{method}__patches"].tolist()), dtype=np.float16)
+    return np.asarray(found["id"], dtype=object), maps.reshape(len(found["id"]), grid, grid)
+
+
+def mean_map(run: Run | None, ids, method: str, normalize: bool = True, maps: np.ndarray | None = None
+             ) -> np.ndarray:
+    """The mean of ``method``'s patch maps over ``ids`` (read from ``run``), or of ``maps`` (n, rows, cols) given;
+    with ``normalize`` each map first scaled to sum to one over its positive part, so every example counts alike."""
+    if maps is None:
+        _, maps = stored_maps(run, ids, method)
     if len(maps) == 0:
         raise ValueError("the slice is empty: no map to average")
+    maps = maps.astype(np.float32)
     if normalize:
         positive = np.clip(maps, 0, None)
         maps = positive / np.maximum(positive.sum(axis=(1, 2), keepdims=True), 1e-12)

@@ -100,16 +100,19 @@ def run_batch(source: Source, model, out: str, methods=DEFAULT_METHODS, batch_si
         model = model if not isinstance(model, Session) else getattr(session.model, "name_or_path", "") or \
             type(session.model).__name__
         check_serves(session, source, methods)
-        store = RunStore(out)
         settings = {"model": str(model), "dtype": str(session.model.dtype).removeprefix("torch."), "methods": methods,
                     "data": source.name, "fingerprint": source.fingerprint, "kind": source.kind,
                     "batch_size": batch_size}
-        store.check_same_run(settings)
+        if rank == 0:  # the folder is checked and made by one process; the others wait for it at the barrier
+            check_folder(out)
+            RunStore(out).check_same_run(settings)
+        barrier(world)
+        store = RunStore(out)
+        done = store.done_ids()  # read by every process before any writes
         barrier(world)
         if rank == 0:
             store.write_manifest({**settings, "status": "running", "processes": world, "code_version": code_version(),
                                   "top_k": TOP_K, "image_refs": source.image_refs})
-        done = store.done_ids()
         started = time.perf_counter()
         counts = work(session, source, store, methods, batch_size, rank, world, done,
                       progress if rank == 0 else False, part_rows)
@@ -122,6 +125,16 @@ def run_batch(source: Source, model, out: str, methods=DEFAULT_METHODS, batch_si
         if rank == 0:
             store.write_manifest({**(store.manifest() or {}), "status": "finished", **summary})
         return summary
+
+
+def check_folder(out: str) -> None:
+    """A run goes into a new folder, an empty one, or one that holds a run (to resume it), nowhere else."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InputError(f"{out} is a file: give a folder for the run (--out)")
+    others = [name for name in os.listdir(out) if name != "parts" or os.listdir(os.path.join(out, name))] \
+        if os.path.isdir(out) else []  # an empty parts folder: a run stopped before it wrote its manifest
+    if others and not os.path.isfile(os.path.join(out, "manifest.json")):
+        raise InputError(f"{out} holds other files and no run: choose a new or empty folder for the run")
 
 
 def check_serves(session: Session, source: Source, methods: list[str]) -> None:
@@ -158,9 +171,14 @@ def reasons(skipped: list[dict]) -> dict[str, int]:
 
 
 def batches(source: Source, batch_size: int):
-    """(batch number, examples) in the data's order, the last batch possibly shorter."""
-    chunk, number = [], 0
+    """(batch number, examples) in the data's order, the last batch possibly shorter. An id seen before is a problem
+    (a run finds its rows by id)."""
+    chunk, number, seen = [], 0, set()
     for example in source.examples():
+        if example.id in seen:
+            example.problem = example.problem or f"the id {example.id} appears again in the data"
+            example.id = f"{example.id}#{len(seen)}"  # the skip log names it apart from the first
+        seen.add(example.id)
         chunk.append(example)
         if len(chunk) == batch_size:
             yield number, chunk

@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import tempfile
+import threading
 
 import duckdb
 import numpy as np
@@ -144,6 +145,7 @@ class Run:
             raise InputError(f"{self.root} holds no finished examples (no parts/*.parquet): is it a batch run?")
         self.manifest = self.store.manifest() or {}
         self.connection = duckdb.connect()
+        self._local = threading.local()
         self.connection.execute(f"create view examples as select * from read_parquet({parts!r}, union_by_name=true)")
 
     @property
@@ -159,8 +161,12 @@ class Run:
         return [c.removeprefix("slice_") for c in self.columns if c.startswith("slice_")]
 
     def query(self, sql: str, parameters=None) -> duckdb.DuckDBPyConnection:
-        """Run SQL over the view ``examples``; fetch with ``.fetchall()``, ``.df()`` or ``.fetchnumpy()``."""
-        return self.connection.execute(sql, parameters or [])
+        """Run SQL over the view ``examples``; fetch with ``.fetchall()``, ``.df()`` or ``.fetchnumpy()``. Each
+        thread queries through its own cursor (a DuckDB connection is not shared between threads)."""
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._local.cursor = self.connection.cursor()
+        return cursor.execute(sql, parameters or [])
 
     def relation(self) -> duckdb.DuckDBPyRelation:
         return self.connection.table("examples")
@@ -179,12 +185,16 @@ class Run:
             raise InputError(f"no example {example_id!r} in {self.root}")
         return dict(zip([d[0] for d in cursor.description], found))
 
-    def image(self, example_id: str):
-        """The example's image again, from its reference: a file path, a shapes-world scene (``shapes:<seed>``), or
-        a row of the Hugging Face dataset folder the run read (``hf:<row>``)."""
+    def image(self, example_id: str, ref: str | None = None):
+        """The example's image again, from its reference (``ref``, or the stored one): a file path, a shapes-world
+        scene (``shapes:<seed>``), or a row of the Hugging Face dataset folder the run read (``hf:<row>``)."""
         from .image_utils import load_image  # noqa: PLC0415  (images only when asked for)
 
-        ref = self.row(example_id)["image"] or ""
+        if ref is None:
+            found = self.query("select image from examples where id = ?", [str(example_id)]).fetchone()
+            if found is None:
+                raise InputError(f"no example {example_id!r} in {self.root}")
+            ref = found[0] or ""
         if ref.startswith("shapes:"):
             from .shapes import make_scene  # noqa: PLC0415
 

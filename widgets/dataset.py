@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import os
+import threading
 import time
 
 import bqplot
@@ -31,11 +32,13 @@ from vle.errors import read_json
 from vle.explain import VCRChoice, VQAAnswer
 from vle.store import Run, decode, open_run
 
-from ._common import DPI, RunsWhenShown, Status, figure_png, fixed_axes, html_table, load_session, picture
+from ._common import (DPI, RunsWhenShown, Status, describe_error, figure_png, fixed_axes, html_table, load_session,
+                      picture)
 
 ALL = "(all)"
 RIGHT_OR_WRONG = {"all": None, "right": True, "wrong": False}
 GRID_COLUMNS = ("id", "question", "truth", "prediction", "probability", "margin", "correct")
+PICTURE_DELAY_S = 0.25  # how long a slice's filters must stay put before its pictures are drawn
 SHOWN_POINTS = 5_000  # points drawn in the projection (an even sample); a box selects among all of them
 DEFAULT_SCENES = 50
 
@@ -52,14 +55,17 @@ def default_run(model: str = "vle-tiny-shapes-vqa", seed: int | None = None, sce
 class DatasetExplorer(RunsWhenShown, W.VBox):
     """``run``: a run folder or ``vle.store.Run`` (None: the default held-out shapes run, made on first show).
     ``model``: the model live explanations run on (default: the run's own). ``on_open(row, image)``: called when an
-    example is opened, e.g. to show it in the VQA explorer."""
+    example is opened, e.g. to show it in the VQA explorer. ``projection``: ``pca`` or ``umap`` (``umap-learn``)."""
 
-    def __init__(self, run=None, model: str | None = None, on_open=None, dpi: int = DPI):
+    def __init__(self, run=None, model: str | None = None, on_open=None, projection: str = "pca", dpi: int = DPI):
         self.run_source, self.model_name, self.on_open, self.dpi = run, model, on_open, dpi
+        self.projection_method = projection  # "pca", or "umap" with umap-learn installed
         self.run_data: Run | None = None
         self.table = self.filtered = None
         self.xy, self.box_ids, self.current = None, None, None
         self.timings: dict[str, float] = {}
+        self.background = True  # the slice's pictures drawn in a thread (False: before apply returns)
+        self._generation, self._thread, self._maps = 0, None, {}
 
         self.status = Status()
         self.folder = W.Text(value="" if run is None or isinstance(run, Run) else str(run), description="run",
@@ -74,7 +80,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         self.probability = W.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.01, description="probability",
                                               continuous_update=False, readout_format=".2f")
         self.search = W.Text(description="words", placeholder="in the question", continuous_update=False)
-        self.method = W.Dropdown(description="method", options=[])
+        self.method = W.Dropdown(description="method", options=[])  # whose maps the pictures and example show
         self.color_by = W.Dropdown(description="colour", options=["right or wrong"])
         self.clear_box = W.Button(description="Clear box", icon="times", disabled=True)
         self.grid = DataGrid(_empty_frame(), selection_mode="row", layout=W.Layout(height="330px", width="100%"),
@@ -156,7 +162,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         table = analysis.summary_table(run)
         self.status.step("projecting the pooled representations …")
         ids, vectors = analysis.pooled(run)
-        xy = analysis.project(vectors) if len(vectors) else np.zeros((0, 2), np.float32)
+        xy = analysis.project(vectors, self.projection_method) if len(vectors) else np.zeros((0, 2), np.float32)
         position = {example_id: i for i, example_id in enumerate(ids)}
         order = [position.get(example_id) for example_id in table["id"]]
         self.xy = np.full((len(table), 2), np.nan, dtype=np.float32)
@@ -178,10 +184,11 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         self.live_method.options = session.methods_for(target)
         self.live_method.value = "coattention_relevance" if "coattention_relevance" in self.live_method.options \
             else self.live_method.options[0]
-        self.timings["open"] = time.perf_counter() - started
+        self._maps = {}
         self._color_points()
         self.status.context = f"{len(table)} examples, {run.manifest.get('model', 'a model')}"
-        self.apply()
+        self.apply(background=False)  # the first slice is drawn before the run counts as open
+        self.timings["open"] = time.perf_counter() - started
         wrong = self.filtered[self.filtered["correct"].eq(False)]
         self.open_example((wrong if len(wrong) else self.filtered)["id"].iloc[0] if len(self.filtered) else None)
 
@@ -204,7 +211,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
                 "correct": RIGHT_OR_WRONG[self.right.value], "probability": tuple(self.probability.value),
                 "search": self.search.value, "ids": self.box_ids}
 
-    def apply(self) -> None:
+    def apply(self, background: bool | None = None) -> None:
         """Filter: the table in the browser (the grid's own transforms: nothing re-sent), the summaries here."""
         if self.table is None:
             return
@@ -213,7 +220,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         self.filtered = self.table[mask]
         self.grid.transform(self._grid_filters())
         self.timings["filter"] = time.perf_counter() - started
-        self.render_summary()
+        self.render_summary(background)
 
     def _grid_filters(self) -> list[dict]:
         selection, filters = self.selection(), []
@@ -236,32 +243,68 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
 
     # -- the slice -------------------------------------------------------------------------------------------------
 
-    def render_summary(self) -> None:
-        """The slice's numbers (at once), then its pictures: calibration and answers, mean map, worst errors."""
+    def render_summary(self, background: bool | None = None) -> None:
+        """The slice's numbers at once, then its pictures (calibration and answers, mean map, worst errors): in a
+        thread of their own once the run is open (``background``), so the next filter need not wait for them; a
+        newer filter's pictures replace an older one's, which stops drawing."""
         started = time.perf_counter()
         self.summary_data = analysis.slice_summary(self.filtered, self.run_data.methods)
         self.summary.value = summary_html(self.summary_data, len(self.table))
         self.timings["summary"] = time.perf_counter() - started
-        started = time.perf_counter()
-        table, method = self.filtered, self.method.value
-        labels, matrix = analysis.confusion(table)
-        self.overview.value = figure_png(plot_slice_overview(self.summary_data["reliability"], self.summary_data["ece"],
-                                                             labels, matrix), self.dpi)
-        self.mean_map.value = figure_png(plot_mean_map(analysis.mean_map(self.run_data, table["id"], method),
-                                                       title=f"mean {method}"), self.dpi) \
-            if method and len(table) else b""
-        self.gallery.value = self.worst_errors_html()
-        self.timings["figures"] = time.perf_counter() - started
+        self._generation += 1
+        work = (self.filtered, self.summary_data, self.method.value, self._generation)
+        if background if background is not None else self.background:
+            # after a pause: filters changed in quick succession (typing, a slider) draw only the last slice
+            self._thread = threading.Timer(PICTURE_DELAY_S, self.render_pictures, args=work)
+            self._thread.daemon = True
+            self._thread.start()
+        else:
+            self.render_pictures(*work)
 
-    def worst_errors_html(self, count: int = 8) -> str:
-        method = self.method.value
+    def render_pictures(self, table, summary: dict, method: str | None, generation: int) -> None:
+        started = time.perf_counter()
+        try:
+            labels, matrix = analysis.confusion(table)
+            pictures = [(self.overview, figure_png(plot_slice_overview(summary["reliability"], summary["ece"],
+                                                                       labels, matrix), self.dpi))]
+            if generation == self._generation:
+                mean = self._mean_map(table, method) if method and len(table) else None
+                pictures.append((self.mean_map, b"" if mean is None else figure_png(
+                    plot_mean_map(mean, title=f"mean {method}"), self.dpi)))
+            if generation == self._generation:
+                pictures.append((self.gallery, self.worst_errors_html(table, method)))
+            for widget, value in pictures:
+                if generation != self._generation:  # a newer filter is drawing
+                    return
+                widget.value = value
+            self.timings["figures"] = time.perf_counter() - started
+        except Exception as error:  # noqa: BLE001  (shown in the widget, as every explorer's errors)
+            self.status.show(f"drawing the slice: {describe_error(error)}", "error")
+
+    def wait(self) -> None:
+        """Until the current slice's pictures are drawn."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def _mean_map(self, table, method: str) -> np.ndarray:
+        if method not in self._maps:  # one scan of the column, then every slice is averaged in memory
+            ids, maps = analysis.all_maps(self.run_data, method)
+            self._maps[method] = (pd.Index(ids), maps)
+        index, maps = self._maps[method]
+        rows = index.get_indexer(table["id"])
+        return analysis.mean_map(None, None, method, maps=maps[rows[rows >= 0]])
+
+    def worst_errors_html(self, table=None, method: str | None = None, count: int = 8) -> str:
+        table = self.filtered if table is None else table
+        method = method or self.method.value
         if not method:
             return ""
-        worst = analysis.worst_errors(self.filtered, count)
+        worst = analysis.worst_errors(table, count)
         ids, maps = analysis.stored_maps(self.run_data, worst["id"], method)
+        refs = dict(zip(worst["id"], worst["image"]))
         captions = [f"{q} → {p} ({pr:.2f}), truth {t}" for q, p, pr, t in
                     zip(worst["question"], worst["prediction"], worst["probability"], worst["truth"])]
-        return gallery_html([self.run_data.image(i) for i in ids], list(maps), captions)
+        return gallery_html([self.run_data.image(i, refs[i]) for i in ids], list(maps), captions)
 
     # -- projection ------------------------------------------------------------------------------------------------
 
@@ -272,7 +315,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
                                  default_size=8, stroke=None, opacity=[0.6])
         brush = interacts.BrushSelector(x_scale=x_scale, y_scale=y_scale, marks=[scatter], color="#555555")
         brush.observe(self._brushed, names="brushing")
-        figure = bqplot.Figure(marks=[scatter], interaction=brush, title="pooled representations (PCA): drag a box",
+        figure = bqplot.Figure(marks=[scatter], interaction=brush, title="pooled representations: drag a box",
                                layout=W.Layout(width="430px", height="380px"),
                                fig_margin={"top": 40, "bottom": 20, "left": 20, "right": 20})
         figure.add_class("vle-projection")
@@ -331,7 +374,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
             return
         started = time.perf_counter()
         row = self.run_data.row(example_id)
-        image = self.run_data.image(example_id)
+        image = self.run_data.image(example_id, row["image"])
         method = self.method.value
         self.current = {"row": row, "image": image}
         self.open_elsewhere.disabled = row["kind"] != "vqa"
@@ -398,7 +441,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
             else:
                 path = stem + ".html"
                 slice_report_html(self.describe(), self.summary_data, self.report_figures(), path,
-                                  extra_html="<h2>Worst errors</h2>" + self.worst_errors_html())
+                                  extra_html="<h2>Worst errors</h2>" + self.worst_errors_html(self.filtered))
             with open(path, "rb") as handle:
                 data = handle.read()
             link = (f"<a download='{os.path.basename(path)}' href='data:application/octet-stream;base64,"
@@ -422,7 +465,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         figures = {"reliability": plot_reliability(self.summary_data["reliability"], self.summary_data["ece"]),
                    "answers": plot_confusion(labels, matrix)}
         if method and len(table):
-            figures[f"mean {method}"] = plot_mean_map(analysis.mean_map(self.run_data, table["id"], method))
+            figures[f"mean {method}"] = plot_mean_map(self._mean_map(table, method), title=f"mean {method}")
         return figures
 
 

@@ -42,12 +42,13 @@ def wait_for_port(port: int, server: subprocess.Popen, log_name: str, timeout: f
 
 
 @contextmanager
-def served_app(log, env: dict | None = None, start_timeout: float = 60.0):
-    """Serve the app until the block ends; yields its URL once the port accepts connections (a GET would start a
-    kernel). ``log``: an open file for Voilà's output; ``env``: extra environment variables."""
+def served_app(log, env: dict | None = None, start_timeout: float = 60.0, notebook=NOTEBOOK):
+    """Serve the app (or another ``notebook``) until the block ends; yields its URL once the port accepts
+    connections (a GET would start a kernel). ``log``: an open file for Voilà's output; ``env``: extra environment
+    variables."""
     port = free_port()
     environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
-    server = subprocess.Popen([sys.executable, "-m", "voila", str(NOTEBOOK), "--no-browser", f"--port={port}",
+    server = subprocess.Popen([sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
                                "--Voila.ip=127.0.0.1"], cwd=ROOT, env=environment, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
