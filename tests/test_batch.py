@@ -197,3 +197,25 @@ def test_run_reads_back_through_duckdb_without_the_maps(shapes_run):
     assert decode(pooled).shape == (2 * Session(MODEL).model.config.hidden_size,)
     with pytest.raises(InputError, match="no example"):
         run.explanation("nope", "rollout")
+
+
+def test_an_item_the_model_cannot_read_is_skipped_and_the_run_goes_on(tmp_path):
+    from vle.data import vcr_source
+    from vle.shapes.tasks_vcr import draw_vcr
+
+    lines = []
+    for number, seed in enumerate((SEED, SEED + 1)):
+        scene = make_scene(seed)
+        annotation, metadata = draw_vcr(scene, np.random.default_rng([seed, 4]), f"{seed}.png")
+        annotation["annot_id"] = f"item-{number}"
+        if number == 1:  # metadata of another image size: its boxes would land on the wrong patches
+            metadata = {**metadata, "width": metadata["width"] * 2}
+        scene.image.save(tmp_path / f"{seed}.png")
+        (tmp_path / f"{seed}.json").write_text(json.dumps(metadata))
+        lines.append(json.dumps(annotation))
+    (tmp_path / "val.jsonl").write_text("\n".join(lines) + "\n")
+    summary = run_batch(vcr_source(str(tmp_path / "val.jsonl"), str(tmp_path)), "vle-tiny-shapes-vcr-q2a",
+                        str(tmp_path / "run"), methods=["rollout"], batch_size=2, progress=False)
+    assert summary["stored"] == 1 and summary["skipped"] == 1
+    reason = open_run(tmp_path / "run").store.skipped()[0]
+    assert reason["id"] == "vcr-item-1" and "could not read it" in reason["reason"] and "image" in reason["reason"]

@@ -198,8 +198,6 @@ def work(session, source, store, methods, batch_size, rank, world, done, progres
         if number % world != rank:
             continue
         todo = [(number * batch_size + i, e) for i, e in enumerate(examples) if e.id not in done]
-        if not todo:
-            continue
         runnable = []
         for index, example in todo:
             problem = example.problem or readable(session, example)
@@ -208,8 +206,9 @@ def work(session, source, store, methods, batch_size, rank, world, done, progres
             else:
                 runnable.append((index, example))
         if runnable:
-            pending += run_examples(session, runnable, methods, source)
-            counts["new"] += len(runnable)
+            rows = run_or_skip(session, runnable, methods, source, store, rank)
+            pending += rows
+            counts["new"] += len(rows)
         if len(pending) >= part_rows:
             store.write_part(rank, pending)
             pending = []
@@ -244,6 +243,18 @@ def readable(session: Session, example: Example) -> str | None:
         if length > limit:
             return f"text too long: {length} tokens, the model reads at most {limit}"
     return None
+
+
+def run_or_skip(session, runnable: list, methods: list[str], source: Source, store, rank: int) -> list[dict]:
+    """The rows of a batch; when the batch fails on bad input, each example alone, the ones that fail skipped and
+    logged with the reason (one bad item never ends a long run)."""
+    try:
+        return run_examples(session, runnable, methods, source)
+    except (InputError, ValueError) as error:
+        if len(runnable) == 1:
+            store.log_skipped(rank, runnable[0][1].id, f"the model could not read it: {error}")
+            return []
+    return [row for item in runnable for row in run_or_skip(session, [item], methods, source, store, rank)]
 
 
 def run_examples(session: Session, runnable: list, methods: list[str], source: Source) -> list[dict]:

@@ -187,7 +187,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         self._maps = {}
         self._color_points()
         self.status.context = f"{len(table)} examples, {run.manifest.get('model', 'a model')}"
-        self.apply(background=False)  # the first slice is drawn before the run counts as open
+        self._filter(background=False)  # the first slice is drawn before the run counts as open
         self.timings["open"] = time.perf_counter() - started
         wrong = self.filtered[self.filtered["correct"].eq(False)]
         self.open_example((wrong if len(wrong) else self.filtered)["id"].iloc[0] if len(self.filtered) else None)
@@ -212,9 +212,16 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
                 "search": self.search.value, "ids": self.box_ids}
 
     def apply(self, background: bool | None = None) -> None:
-        """Filter: the table in the browser (the grid's own transforms: nothing re-sent), the summaries here."""
+        """Filter: the table in the browser (the grid's own transforms: nothing re-sent), the summaries here. A
+        failure is shown in the widget, which stays usable."""
         if self.table is None:
             return
+        try:
+            self._filter(background)
+        except Exception as error:  # noqa: BLE001
+            self.status.show(describe_error(error), "error")
+
+    def _filter(self, background: bool | None) -> None:
         started = time.perf_counter()
         mask = analysis.select(self.table, **self.selection())
         self.filtered = self.table[mask]
