@@ -1,5 +1,6 @@
 """The dataset explorer and the slice statistics behind it, on real batch runs of the embedded models: filters (in the
-grid and in the summaries), the slice's numbers against a direct computation, the projection box, opening an example
+grid and in the summaries), the slice's numbers against a direct computation, the projection's box and lasso, opening an
+example
 with its stored explanation and a live one, export in three formats, the default run made on first show, VCR runs;
 and ``vle.analysis`` against scipy and numpy references."""
 
@@ -87,6 +88,28 @@ def test_a_box_in_the_projection_filters_the_table(explorer):
     assert set(explorer.filtered["id"]) == set(inside) and 0 < len(inside) < len(explorer.table)
     explorer._clear_box()
     assert len(explorer.filtered) == len(explorer.table)
+
+
+def test_a_lasso_in_the_projection_filters_the_table(explorer, monkeypatch):
+    reset(explorer)
+    explorer.selector.value = "lasso"
+    assert explorer.projection.interaction is explorer.lasso
+    explorer.scatter.selected = [0, 2, 5]  # what bqplot sets when a lasso closes around drawn points
+    assert set(explorer.filtered["id"]) == set(explorer.table["id"].iloc[explorer._drawn[[0, 2, 5]]])
+    # with fewer points drawn than examples, each example goes with its nearest drawn point
+    import widgets.dataset as dataset
+
+    monkeypatch.setattr(dataset, "SHOWN_POINTS", 10)
+    explorer._color_points()
+    explorer.scatter.selected = [1, 4]
+    drawn = explorer.xy[explorer._drawn]
+    nearest = np.argmin(((explorer.xy[:, None, :] - drawn[None]) ** 2).sum(-1), axis=1)
+    expected = explorer.table["id"][np.isin(nearest, [1, 4])]
+    assert set(explorer.filtered["id"]) == set(expected) and len(expected) >= 2
+    monkeypatch.setattr(dataset, "SHOWN_POINTS", 5_000)
+    explorer._color_points()
+    explorer.selector.value = "box"
+    assert explorer.projection.interaction is explorer.brush and len(explorer.filtered) == len(explorer.table)
 
 
 def test_open_an_example_then_explain_it_live(explorer):

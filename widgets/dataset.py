@@ -2,7 +2,7 @@
 (ipydatagrid: sort and filter in the browser, fluid at 100,000 rows), filters by slice field, right or wrong,
 probability and words, the slice's summary (accuracy, calibration, answer confusion, each method's pointing game with
 95% intervals), its mean relevance map and worst errors, a 2-D projection of the pooled representations (bqplot:
-drag a box to filter the table), and one example opened with its stored explanation and any method live.
+a dragged box or lasso filters the table), and one example opened with its stored explanation and any method live.
 
     from widgets import DatasetExplorer
     DatasetExplorer("runs/shapes")          # a run folder; with no folder, a small held-out shapes run (made once)
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from bqplot import interacts
 from ipydatagrid import DataGrid
+from scipy.spatial import cKDTree
 
 from viz import plot_patch_relevance, token_spans_html
 from viz.dataset import (gallery_html, plot_confusion, plot_mean_map, plot_reliability, plot_slice_overview,
@@ -39,7 +40,7 @@ ALL = "(all)"
 RIGHT_OR_WRONG = {"all": None, "right": True, "wrong": False}
 GRID_COLUMNS = ("id", "question", "truth", "prediction", "probability", "margin", "correct")
 PICTURE_DELAY_S = 0.25  # how long a slice's filters must stay put before its pictures are drawn
-SHOWN_POINTS = 5_000  # points drawn in the projection (an even sample); a box selects among all of them
+SHOWN_POINTS = 5_000  # points drawn in the projection (an even sample); a selection keeps undrawn ones too
 DEFAULT_SCENES = 50
 
 
@@ -65,7 +66,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         self.xy, self.box_ids, self.current = None, None, None
         self.timings: dict[str, float] = {}
         self.background = True  # the slice's pictures drawn in a thread (False: before apply returns)
-        self._generation, self._thread, self._maps = 0, None, {}
+        self._generation, self._thread, self._maps, self._drawn = 0, None, {}, np.zeros(0, dtype=int)
 
         self.status = Status()
         self.folder = W.Text(value="" if run is None or isinstance(run, Run) else str(run), description="run",
@@ -82,7 +83,10 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         self.search = W.Text(description="words", placeholder="in the question", continuous_update=False)
         self.method = W.Dropdown(description="method", options=[])  # whose maps the pictures and example show
         self.color_by = W.Dropdown(description="colour", options=["right or wrong"])
-        self.clear_box = W.Button(description="Clear box", icon="times", disabled=True)
+        self.selector = W.ToggleButtons(options=["box", "lasso"], value="box", style={"button_width": "4.5em"},
+                                        tooltips=["drag a box", "draw a lasso"])
+        self.selector.add_class("vle-selector")
+        self.clear_box = W.Button(description="Clear selection", icon="times", disabled=True)
         self.grid = DataGrid(_empty_frame(), selection_mode="row", layout=W.Layout(height="330px", width="100%"),
                              base_column_size=90, auto_fit_columns=True, header_visibility="column")
         self.grid.add_class("vle-dataset-grid")
@@ -111,6 +115,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
             control.observe(lambda _: self.apply(), names="value")
         self.color_by.observe(lambda _: self._color_points(), names="value")
         self.clear_box.on_click(lambda _: self._clear_box())
+        self.selector.observe(lambda _: self._selector_changed(), names="value")
         self.grid.on_cell_click(self._cell_clicked)
         self.live_button.on_click(lambda _: self.explain_live())
         self.open_elsewhere.on_click(lambda _: self._open_elsewhere())
@@ -123,7 +128,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
             [self.live_method, self.live_button, self.open_elsewhere])])], layout=W.Layout(flex_flow="row wrap"))
         super().__init__([
             W.HBox([self.folder, self.open_button]), self.status, filters,
-            W.HBox([self.method, self.color_by, self.clear_box]),
+            W.HBox([self.method, self.color_by, self.selector, self.clear_box], layout=W.Layout(flex_flow="row wrap")),
             W.HBox([W.Box([self.grid], layout=W.Layout(flex="3 1 30em", min_width="24em")),
                     W.Box([self.summary], layout=W.Layout(flex="2 1 20em"))]),
             pictures, W.HBox([self.projection]), W.HTML("<b>Worst errors of the slice</b> (wrong answers given with "
@@ -319,20 +324,23 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         x_scale, y_scale = bqplot.LinearScale(), bqplot.LinearScale()
         color = bqplot.OrdinalColorScale(colors=["#2e7d32", "#c62828"])
         scatter = bqplot.Scatter(x=[], y=[], color=[], scales={"x": x_scale, "y": y_scale, "color": color},
-                                 default_size=8, stroke=None, opacity=[0.6])
+                                 default_size=8, stroke=None, opacity=[0.6], selected_style={"opacity": 1.0},
+                                 unselected_style={"opacity": 0.15})
         brush = interacts.BrushSelector(x_scale=x_scale, y_scale=y_scale, marks=[scatter], color="#555555")
         brush.observe(self._brushed, names="brushing")
-        figure = bqplot.Figure(marks=[scatter], interaction=brush, title="pooled representations: drag a box",
+        lasso = interacts.LassoSelector(x_scale=x_scale, y_scale=y_scale, marks=[scatter], color="#555555")
+        scatter.observe(self._lassoed, names="selected")
+        figure = bqplot.Figure(marks=[scatter], interaction=brush, title="pooled representations: select a region",
                                layout=W.Layout(width="430px", height="380px"),
                                fig_margin={"top": 40, "bottom": 20, "left": 20, "right": 20})
         figure.add_class("vle-projection")
-        self.brush = brush
+        self.brush, self.lasso = brush, lasso
         return scatter, figure
 
     def _color_points(self) -> None:
         if self.table is None:
             return
-        keep = np.linspace(0, len(self.table) - 1, min(len(self.table), SHOWN_POINTS)).astype(int)
+        keep = self._drawn = np.linspace(0, len(self.table) - 1, min(len(self.table), SHOWN_POINTS)).astype(int)
         if self.color_by.value == "right or wrong":
             groups = self.table["correct"].map({True: "right", False: "wrong"}).fillna("no truth").to_numpy()
         else:
@@ -362,9 +370,35 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         self.clear_box.disabled = False
         self.apply()
 
+    def _selector_changed(self) -> None:
+        self._clear_box()
+        self.projection.interaction = self.lasso if self.selector.value == "lasso" else self.brush
+
+    def _lassoed(self, change) -> None:
+        if self.table is None or self.projection.interaction is not self.lasso or change["new"] is None:
+            return
+        self.select_points(change["new"])
+
+    def select_points(self, drawn) -> None:
+        """Keep the examples inside a lasso, given the drawn points it holds (indices into the drawn sample): every
+        example whose nearest drawn point is one of them (all of them exactly, when every point is drawn)."""
+        chosen = np.zeros(len(self._drawn), dtype=bool)
+        chosen[np.asarray(list(drawn), dtype=int)] = True
+        if len(self._drawn) == len(self.table):
+            inside = chosen
+        else:  # each undrawn example goes with its nearest drawn neighbour
+            finite = np.isfinite(self.xy).all(axis=1)
+            nearest = cKDTree(self.xy[self._drawn]).query(np.where(finite[:, None], self.xy, 0.0))[1]
+            inside = chosen[nearest] & finite
+        self.box_ids = set(self.table["id"][inside])
+        self.clear_box.disabled = False
+        self.apply()
+
     def _clear_box(self) -> None:
         self.box_ids, self.clear_box.disabled = None, True
         self.brush.reset()
+        if self.scatter.selected is not None:
+            self.scatter.selected = None
         self.apply()
 
     # -- one example -----------------------------------------------------------------------------------------------
