@@ -405,8 +405,12 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
 
     def _cell_clicked(self, cell: dict) -> None:
         row = cell.get("primary_key_row")
-        if row is not None and self.table is not None:
+        if row is None or self.table is None:
+            return
+        try:
             self.open_example(self.grid.data.iloc[int(row)]["id"])
+        except Exception as error:  # noqa: BLE001  (shown in the widget, which keeps the last example)
+            self.status.show(describe_error(error), "error")
 
     def open_example(self, example_id) -> None:
         """Show one example with its stored explanation (no model run)."""
