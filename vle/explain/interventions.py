@@ -1,0 +1,197 @@
+"""Interventions on VLE's fusion, addressed by the recorder's site names, as context managers that always restore the
+model (their hooks are removed on leaving the block, also on an exception).
+
+    fusion.{text|image}.{i}.{self_attention|cross_attention}   an attention block: its attention heads' outputs
+    fusion.{text|image}.{i}.hidden                             a fusion layer's output states (batch, len, H)
+
+- ``ablate(model, {site: heads})``: the chosen attention heads of each block output zero (``mode="zero"``) or their
+  mean over a reference set of examples (``mode="mean"``, ``means`` from ``head_means``); ``heads="all"`` knocks out
+  the whole sublayer's attention.
+- ``record_states(model)`` keeps every fusion layer's output of one run; ``patch(model, states, sites, positions)``
+  writes them into another run (all positions, the class token, or chosen positions), the activation patching of
+  causal tracing; ``recovered_fraction`` normalises its effect on a logit difference.
+
+Example:
+    >>> import torch
+    >>> from vle import VLEConfig, VLEForVQA
+    >>> model = VLEForVQA(VLEConfig.tiny()).eval()
+    >>> inputs = dict(input_ids=torch.tensor([[1, 5, 6, 2]]), pixel_values=torch.zeros(1, 3, 32, 32))
+    >>> with ablate(model, {"fusion.text.0.cross_attention": [0, 1]}):
+    ...     changed = model(**inputs).logits
+    >>> bool(torch.equal(model(**inputs).logits, changed))
+    False
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+
+import torch
+
+from ..errors import InputError
+from .recorder import base_model
+
+SITE = re.compile(r"^fusion\.(text|image)\.(\d+)\.(self_attention|cross_attention|hidden)$")
+MODES = ("zero", "mean")
+
+
+def fusion_layer(model, stream: str, index: int):
+    vle = base_model(model)
+    layers = vle.cross_modal_text_layers if stream == "text" else vle.cross_modal_image_layers
+    if not 0 <= index < len(layers):
+        raise InputError(f"the fusion has {len(layers)} layers (0..{len(layers) - 1}), not layer {index}")
+    return layers[index]
+
+
+def site_module(model, site: str):
+    """(module, kind) of a site name: the attention block (``VLESelfAttention``) or the fusion layer."""
+    match = SITE.match(site) if isinstance(site, str) else None
+    if match is None:
+        raise InputError(f"unknown site {site!r}: sites are fusion.text|image.<layer>.self_attention|cross_attention|"
+                         "hidden")
+    stream, index, kind = match.group(1), int(match.group(2)), match.group(3)
+    layer = fusion_layer(model, stream, index)
+    if kind == "hidden":
+        return layer, kind
+    return (layer.attention if kind == "self_attention" else layer.crossattention).self, kind
+
+
+def attention_sites(model, which: str = "all") -> list[str]:
+    """Every attention block's site name: ``cross``, ``self`` or ``all``."""
+    kinds = {"cross": ("cross_attention",), "self": ("self_attention",), "all": ("self_attention", "cross_attention")}
+    if which not in kinds:
+        raise InputError(f"sites must be one of {', '.join(kinds)}, got {which!r}")
+    layers = len(base_model(model).cross_modal_text_layers)
+    return [f"fusion.{stream}.{i}.{kind}" for stream in ("text", "image") for i in range(layers)
+            for kind in kinds[which]]
+
+
+@contextmanager
+def hooked(hooks):
+    """Register (module, hook) forward hooks for the block; always removed."""
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _head_slices(module, heads) -> list[slice]:
+    count, width = module.num_heads, module.head_dim
+    chosen = range(count) if heads == "all" else heads
+    slices = []
+    for head in chosen:
+        if isinstance(head, bool) or not isinstance(head, int) or not -count <= head < count:
+            raise InputError(f"attention head {head!r} is out of range: the fusion blocks have {count} heads")
+        head %= count
+        slices.append(slice(head * width, (head + 1) * width))
+    return slices
+
+
+@contextmanager
+def ablate(model, heads: dict, mode: str = "zero", means: dict | None = None):
+    """Ablate attention heads: ``heads`` maps attention sites to a list of head indices or ``"all"``. ``mode``:
+    ``zero`` (their output is zero) or ``mean`` (their mean output over a reference set, ``means`` from
+    ``head_means``)."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "mean" and means is None:
+        raise InputError("mode='mean' needs the heads' reference means (head_means(model, reference_inputs))")
+    hooks = []
+    for site, chosen in heads.items():
+        module, kind = site_module(model, site)
+        if kind == "hidden":
+            raise InputError(f"{site} is a layer's output, not an attention block: ablate self_attention or "
+                             "cross_attention sites")
+        slices = _head_slices(module, chosen)
+        replacement = means.get(site) if means is not None else None
+        if mode == "mean" and replacement is None:
+            raise InputError(f"no reference mean for {site}: compute head_means over these sites")
+
+        def hook(_module, _args, output, slices=slices, replacement=replacement):
+            attended = output[0].clone()  # (batch, query_len, H)
+            for part in slices:
+                attended[..., part] = 0.0 if replacement is None else replacement[part].to(attended.dtype)
+            return (attended, *output[1:])
+        hooks.append((module, hook))
+    with hooked(hooks):
+        yield
+
+
+def head_means(model, batches, sites=None) -> dict[str, torch.Tensor]:
+    """Each attention site's output averaged over every position of every example in ``batches`` (an iterable of
+    model input dicts): site → (H,), the reference for ``ablate(mode="mean")``."""
+    sites = list(sites) if sites is not None else attention_sites(model)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def keep(site):
+        def hook(_module, _args, output):
+            flat = output[0].detach().float().reshape(-1, output[0].shape[-1])  # (batch * query_len, H)
+            sums[site] = sums.get(site, 0) + flat.sum(0)
+            counts[site] = counts.get(site, 0) + flat.shape[0]
+        return hook
+    with hooked([(site_module(model, site)[0], keep(site)) for site in sites]), torch.no_grad():
+        for batch in batches:
+            model(**batch)
+    return {site: sums[site] / counts[site] for site in sums}
+
+
+def record_states(model, inputs: dict) -> dict[str, torch.Tensor]:
+    """Every fusion layer's output states of one run of ``inputs``: ``fusion.{stream}.{i}.hidden`` → (batch, len, H)."""
+    states = {}
+    layers = len(base_model(model).cross_modal_text_layers)
+    sites = [f"fusion.{stream}.{i}.hidden" for stream in ("text", "image") for i in range(layers)]
+
+    def keep(site):
+        def hook(_module, _args, output):
+            states[site] = output[0].detach().clone()
+        return hook
+    with hooked([(site_module(model, site)[0], keep(site)) for site in sites]), torch.no_grad():
+        model(**inputs)
+    return states
+
+
+@contextmanager
+def patch(model, states: dict, sites=None, positions="all"):
+    """Write recorded layer outputs (``record_states`` of a source run) into the runs inside the block, at the
+    ``sites`` given (default: all recorded) and ``positions``: ``all`` (the source and target must have the same
+    length there), ``cls`` (the class token), or a list of token / patch indices."""
+    sites = list(sites) if sites is not None else list(states)
+    hooks = []
+    for site in sites:
+        module, kind = site_module(model, site)
+        if kind != "hidden":
+            raise InputError(f"{site}: patch layer outputs (fusion.<stream>.<layer>.hidden sites)")
+        if site not in states:
+            raise InputError(f"nothing recorded for {site}")
+        source = states[site]
+
+        def hook(_module, _args, output, source=source, site=site):
+            target = output[0].clone()  # (batch, len, H)
+            if positions == "all":
+                if target.shape != source.shape:
+                    raise InputError(f"{site}: the source has shape {tuple(source.shape)} and the target "
+                                     f"{tuple(target.shape)}: patch the class token (positions='cls') or chosen "
+                                     "positions when the lengths differ")
+                target = source.to(target.dtype).clone()
+            else:
+                chosen = [0] if positions == "cls" else list(positions)
+                if max(chosen) >= min(target.shape[1], source.shape[1]):
+                    raise InputError(f"{site}: position {max(chosen)} is past the end of the source or target")
+                target[:, chosen] = source[:, chosen].to(target.dtype)
+            return (target, *output[1:])
+        hooks.append((module, hook))
+    with hooked(hooks):
+        yield
+
+
+def recovered_fraction(patched: float, clean: float, corrupted: float) -> float:
+    """How much of the clean run's logit difference patching restores: (patched - corrupted) / (clean - corrupted);
+    1 is all of it, 0 none (NaN when clean and corrupted agree)."""
+    span = clean - corrupted
+    return float("nan") if span == 0 else (patched - corrupted) / span
