@@ -111,3 +111,36 @@ def test_bad_sites_and_heads_are_refused_by_name(model):
 def test_recovered_fraction():
     assert recovered_fraction(2.0, clean=3.0, corrupted=1.0) == 0.5
     assert math.isnan(recovered_fraction(1.0, 1.0, 1.0))
+
+
+def test_ablation_sweep_equals_ablating_each_head_alone(model):
+    from vle.explain.interventions import ablation_sweep
+
+    batch = inputs(9)
+    sites = attention_sites(model, "cross")[:2]
+    result = ablation_sweep(model, batch, answer=1, sites=sites)
+    assert len(result["effects"]) == 2 * model.config.num_attention_heads
+    assert result["probability"] == pytest.approx(float(logits(model, batch).softmax(-1)[0, 1]), abs=1e-6)
+    effect = result["effects"][3]
+    with ablate(model, {effect["site"]: [effect["head"]]}):
+        alone = float(logits(model, batch).softmax(-1)[0, 1])
+    assert effect["probability"] == pytest.approx(alone, abs=1e-6)
+    assert effect["delta"] == pytest.approx(alone - result["probability"], abs=1e-6)
+
+
+def test_the_ablate_command_lists_every_head(capsys):
+    import json
+    from pathlib import Path
+
+    from vle.cli import main
+
+    scene = Path(__file__).resolve().parent.parent / "pics" / "shapes_0.png"
+    assert main(["ablate", str(scene), "what size is the green object ?", "--sites", "cross", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["result"]
+    assert set(printed) == {"answer", "probability", "effects"}
+    assert all(set(e) == {"site", "head", "probability", "delta"} for e in printed["effects"])
+    assert {e["site"].rsplit(".", 1)[1] for e in printed["effects"]} == {"cross_attention"}
+    assert min(e["delta"] for e in printed["effects"]) < -0.1  # some head carries the answer
+    with pytest.raises(SystemExit) as refused:  # a usage error: argparse names the choices
+        main(["ablate", str(scene), "what size ?", "--sites", "ffn"])
+    assert refused.value.code == 2 and "invalid choice: 'ffn'" in capsys.readouterr().err

@@ -7,6 +7,7 @@
     vle-workbench classify IMAGE LABEL [LABEL ...] [--template "a photo of a {}."] [--model M]
     vle-workbench vqa-llm IMAGE "QUESTION" [--base-url URL] [--model LLM] [--local MODEL] [--json]
     vle-workbench explain IMAGE "QUESTION" [--method M] [--answer A] [--rather-than B] [--out report.html]
+    vle-workbench ablate IMAGE "QUESTION" [--answer A] [--sites cross|self|all] [--mode zero|mean] [--json]
     vle-workbench demo     (the main job: a VQA run with the embedded model on a scene from pics/)
     vle-workbench train --out DIR [--recipe full|teaching]
     vle-workbench evaluate [--seed S] [--n N] [--json]
@@ -219,6 +220,36 @@ def cmd_explain(args) -> None:
             "dtype": session.dtype_choice})
 
 
+def cmd_ablate(args) -> None:
+    """Each attention head of the fusion ablated in turn: how the answer's probability changes."""
+    from .data import shapes_source
+    from .explain import Session, vqa_answer
+    from .explain.interventions import ablation_sweep, attention_sites, head_means
+    from .pipelines import to_model
+
+    session = Session.from_pretrained(args.model or DEFAULT_MODELS["vqa"], head="vqa", dtype=args.dtype)
+    model, processor = session.model, session.processor
+    inputs = to_model(model, dict(processor(text=args.question, images=load_image(args.image))))
+    with __import__("torch").no_grad():
+        top = int(model(**inputs).logits[0].argmax())
+    answer = vqa_answer(model, args.answer) if args.answer else vqa_answer(model, top)
+    sites = attention_sites(model, args.sites)
+    means = None
+    if args.mode == "mean":  # the reference set: questions about held-out shapes scenes
+        reference = [to_model(model, dict(processor(text=e.text, images=e.image())))
+                     for e in list(shapes_source(1_000_500, 4).examples())[:24]]
+        means = head_means(model, reference, sites)
+    result = ablation_sweep(model, inputs, answer.index, sites, args.mode, means)
+    args.settings = {"model": args.model or DEFAULT_MODELS["vqa"], "dtype": session.dtype_choice}
+    if args.json:
+        _print({"answer": answer.answer, **result}, args)
+        return
+    print(f"{answer.answer}: {result['probability']:.4f} with every head; with one head ablated ({args.mode}):")
+    for effect in sorted(result["effects"], key=lambda e: e["delta"])[:args.top]:
+        print(f"  {effect['site']:<32} head {effect['head']:>2}  {effect['probability']:.4f}  "
+              f"({effect['delta']:+.4f})")
+
+
 def cmd_train(args) -> None:
     from .shapes.train import default_processes, train  # heavy (torch): loaded when the command runs
 
@@ -359,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "than this one")
     explain_cmd.add_argument("--top-k", type=positive_int, default=5)
     explain_cmd.add_argument("--out", type=output_path((".html", ".htm")), default="report.html")
+    ablate_cmd = add("ablate", cmd_ablate, "each fusion attention head ablated in turn: the answer's probability")
+    ablate_cmd.add_argument("image")
+    ablate_cmd.add_argument("question")
+    ablate_cmd.add_argument("--answer", default=None, help="the answer to follow (default: the top answer)")
+    ablate_cmd.add_argument("--sites", choices=("cross", "self", "all"), default="all")
+    ablate_cmd.add_argument("--mode", choices=("zero", "mean"), default="zero",
+                            help="zero, or each head's mean output over questions about held-out shapes scenes")
+    ablate_cmd.add_argument("--top", type=positive_int, default=10, help="how many heads to list (not with --json)")
+    ablate_cmd.add_argument("--json", action="store_true", help="every head, as one JSON object")
     add("demo", cmd_demo, "the main job: VQA with the embedded model on a scene from pics/", model=False)
     train = add("train", cmd_train, "train the shapes-world models (tokenizer, pretraining, VQA, VCR)", model=False)
     train.add_argument("--out", required=True, help="folder for the stage checkpoints (resumes if present)")

@@ -195,3 +195,25 @@ def recovered_fraction(patched: float, clean: float, corrupted: float) -> float:
     1 is all of it, 0 none (NaN when clean and corrupted agree)."""
     span = clean - corrupted
     return float("nan") if span == 0 else (patched - corrupted) / span
+
+
+def ablation_sweep(model, inputs: dict, answer: int, sites=None, mode: str = "zero", means: dict | None = None
+                   ) -> dict:
+    """Every attention head of every site in ``sites`` (default: all) ablated in turn, on one example: the baseline
+    probability of answer ``answer`` and, per (site, head), its probability with that head ablated and the change.
+    The image tower runs once (its features are reused by every ablated run)."""
+    sites = list(sites) if sites is not None else attention_sites(model)
+    batch = dict(inputs)
+    with torch.no_grad():
+        if "pixel_values" in batch:
+            batch["image_features"] = base_model(model).get_image_features(batch.pop("pixel_values"))
+        baseline = float(model(**batch).logits.float().softmax(-1)[0, answer])
+        effects = []
+        for site in sites:
+            heads = site_module(model, site)[0].num_heads
+            for head in range(heads):
+                with ablate(model, {site: [head]}, mode=mode, means=means):
+                    probability = float(model(**batch).logits.float().softmax(-1)[0, answer])
+                effects.append({"site": site, "head": head, "probability": probability,
+                                "delta": probability - baseline})
+    return {"probability": baseline, "effects": effects}
