@@ -26,12 +26,11 @@ import io
 import math
 import os
 import sys
-import tempfile
 import traceback
 
 import numpy as np
 
-from .errors import InputError, dumps, read_json
+from .errors import InputError, dumps, read_json, write_atomically
 from .hub import shipped_models
 from .image_utils import load_image
 
@@ -102,21 +101,6 @@ def output_path(suffixes: tuple[str, ...]):
             raise argparse.ArgumentTypeError(f"{text} must end in {' or '.join(suffixes)}")
         return text
     return check
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and move it into place: a failure never leaves a half-written
-    file, nor destroys an earlier one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".vle-", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 # -- commands --------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import json
 import math
 import numbers
 import os
+import tempfile
 
 
 class InputError(ValueError):
@@ -97,6 +98,21 @@ def check_no_extra(options: dict, where: str, accepted=()) -> None:
     if options:
         known = f"; it takes {', '.join(accepted)}" if accepted else ""
         raise InputError(f"{where} does not take {', '.join(sorted(options))}{known}")
+
+
+def write_atomically(path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and move it into place: a failure never leaves a half-written
+    file, nor destroys an earlier one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".vle-", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
 
 
 def read_json(path, what: str = "JSON file"):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tempfile
 import threading
 
 import duckdb
@@ -29,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError
+from .errors import InputError, write_atomically
 
 MANIFEST, PARTS, SKIPPED = "manifest.json", "parts", "skipped-r{rank:03d}.jsonl"
 FORMAT = 1
@@ -63,7 +62,7 @@ class RunStore:
             return json.load(handle)
 
     def write_manifest(self, manifest: dict) -> None:
-        atomic_write(os.path.join(self.root, MANIFEST), json.dumps({**manifest, "format": FORMAT}, indent=2)
+        write_atomically(os.path.join(self.root, MANIFEST), json.dumps({**manifest, "format": FORMAT}, indent=2)
                      .encode("utf-8"))
 
     def check_same_run(self, settings: dict,
@@ -99,15 +98,9 @@ class RunStore:
         existing = glob.glob(os.path.join(self.root, PARTS, f"part-r{rank:03d}-*.parquet"))
         number = 1 + max((int(os.path.basename(p)[10:16]) for p in existing), default=-1)
         path = os.path.join(self.root, PARTS, f"part-r{rank:03d}-{number:06d}.parquet")
-        table = pa.Table.from_pylist(rows)
-        handle, temporary = tempfile.mkstemp(dir=os.path.join(self.root, PARTS), prefix=".part-", suffix=".tmp")
-        os.close(handle)
-        try:
-            pq.write_table(table, temporary, compression="zstd")
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        buffer = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(rows), buffer, compression="zstd")
+        write_atomically(path, buffer.getvalue().to_pybytes())
         return path
 
     def log_skipped(self, rank: int, example_id: str, reason: str) -> None:
@@ -120,17 +113,6 @@ class RunStore:
             with open(log, encoding="utf-8") as handle:
                 records += [json.loads(line) for line in handle if line.strip()]
         return records
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 class Run:
