@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -34,3 +36,17 @@ def _runs_in_a_temporary_folder(tmp_path_factory):
     mp.setenv("VLE_WORKBENCH_RUNS", str(tmp_path_factory.mktemp("runs")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium (Playwright never downloads one here), without the network chatter it tries when nothing can
+    be reached: for the browser tests of Voilà and JupyterLab."""
+    from widgets.serve import CHROMIUM_ARGS
+
+    return {**browser_type_launch_args, "executable_path": shutil.which("chromium"), "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1300, "height": 2400}}

@@ -28,7 +28,7 @@ pytest.importorskip("voila", reason="pip install -e . installs voila")
 from playwright.sync_api import expect  # noqa: E402
 
 from widgets.app import TABS  # noqa: E402
-from widgets.serve import CHROMIUM_ARGS, served_app  # noqa: E402
+from widgets.serve import served_app  # noqa: E402
 
 if shutil.which("chromium") is None:
     pytest.skip("Debian's chromium is not on PATH: `make test` installs it (apt-get install -y chromium)",
@@ -37,15 +37,6 @@ if not (ROOT / "vle" / "checkpoints" / "vle-tiny-shapes-vqa" / "config.json").is
     pytest.skip("the embedded VQA model is not shipped yet", allow_module_level=True)
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    """Debian's Chromium, without the network chatter it tries when nothing can be reached."""
-    return {**browser_type_launch_args, "executable_path": shutil.which("chromium"), "args": CHROMIUM_ARGS}
-
-
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args):
-    return {**browser_context_args, "viewport": {"width": 1300, "height": 2000}}
 
 
 class _ChatCompletions(http.server.BaseHTTPRequestHandler):

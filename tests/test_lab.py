@@ -9,11 +9,11 @@ is run only once its kernel is idle (otherwise a "Select Kernel" dialog can appe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +22,7 @@ pytest.importorskip("jupyterlab", reason="pip install -e . installs jupyterlab")
 from playwright.sync_api import expect  # noqa: E402
 
 from widgets.app import TABS  # noqa: E402
-from widgets.serve import CHROMIUM_ARGS, free_port, wait_for_port  # noqa: E402
+from widgets.serve import free_port, wait_for_port  # noqa: E402
 
 from .test_browser import ARTIFACTS, ROOT, open_a_wrong_answer  # noqa: E402
 
@@ -30,14 +30,6 @@ if shutil.which("chromium") is None:
     pytest.skip("Debian's chromium is not on PATH: `make test` installs it", allow_module_level=True)
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    return {**browser_type_launch_args, "executable_path": shutil.which("chromium"), "args": CHROMIUM_ARGS}
-
-
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args):
-    return {**browser_context_args, "viewport": {"width": 1300, "height": 2400}}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +41,7 @@ def lab_url(tmp_path_factory):
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
                                                                             "checkForUpdates": False}))
     port = free_port()
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "VLE_WORKBENCH_RUNS": str(root / "runs"),
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLE_WORKBENCH_RUNS": str(root / "runs"),
            "JUPYTER_RUNTIME_DIR": str(root / ".runtime")}
     ARTIFACTS.mkdir(exist_ok=True)
     with open(ARTIFACTS / "lab.log", "w") as log:

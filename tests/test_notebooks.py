@@ -6,7 +6,6 @@ cores.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from vle import VLEConfig, VLEForITM, VLEForPBC, VLEForVQA
+from vle import VLEForITM, VLEForPBC, VLEForVQA
 from vle import precision as precision_module
 from vle.cli import main
 from vle.errors import InputError
