@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,17 +33,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_forward import base_config, cpu_name  # noqa: E402  (the same CPU line and vle-base shape)
 PARTS = ("batch", "explorer", "browser", "base")
 SEED = 1_000_003
 CLI = os.path.join(os.path.dirname(sys.executable), "vle-workbench")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def run_cli(arguments: list[str], threads: int | None = None, processes: int = 1) -> float:
@@ -225,9 +218,6 @@ def part_browser(store: str, folder: str) -> None:
 def part_base(questions: int) -> None:
     import torch
     from PIL import Image
-
-    sys.path.insert(0, HERE)
-    from bench_forward import base_config
 
     from vle import VLEForVQA
     from vle.batch import run_batch
