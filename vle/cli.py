@@ -213,17 +213,16 @@ def cmd_ablate(args) -> None:
 
     session = Session.from_pretrained(args.model or DEFAULT_MODELS["vqa"], head="vqa", dtype=args.dtype)
     model, processor = session.model, session.processor
+    followed = vqa_answer(model, args.answer).index if args.answer else None  # None: the top answer
     inputs = to_model(model, dict(processor(text=args.question, images=load_image(args.image))))
-    with __import__("torch").no_grad():
-        top = int(model(**inputs).logits[0].argmax())
-    answer = vqa_answer(model, args.answer) if args.answer else vqa_answer(model, top)
     sites = attention_sites(model, args.sites)
     means = None
     if args.mode == "mean":  # the reference set: questions about held-out shapes scenes
         reference = [to_model(model, dict(processor(text=e.text, images=e.image())))
                      for e in list(shapes_source(1_000_500, 4).examples())[:24]]
         means = head_means(model, reference, sites)
-    result = ablation_sweep(model, inputs, answer.index, sites, args.mode, means)
+    result = ablation_sweep(model, inputs, followed, sites, args.mode, means)
+    answer = vqa_answer(model, result.pop("index"))
     args.settings = {"model": args.model or DEFAULT_MODELS["vqa"], "dtype": session.dtype_choice}
     if args.json:
         _print({"answer": answer.answer, **result}, args)

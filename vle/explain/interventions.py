@@ -197,17 +197,20 @@ def recovered_fraction(patched: float, clean: float, corrupted: float) -> float:
     return float("nan") if span == 0 else (patched - corrupted) / span
 
 
-def ablation_sweep(model, inputs: dict, answer: int, sites=None, mode: str = "zero", means: dict | None = None
-                   ) -> dict:
-    """Every attention head of every site in ``sites`` (default: all) ablated in turn, on one example: the baseline
-    probability of answer ``answer`` and, per (site, head), its probability with that head ablated and the change.
-    The image tower runs once (its features are reused by every ablated run)."""
+def ablation_sweep(model, inputs: dict, answer: int | None = None, sites=None, mode: str = "zero",
+                   means: dict | None = None) -> dict:
+    """Every attention head of every site in ``sites`` (default: all) ablated in turn, on one example: ``index``, the
+    answer followed (``answer``, or the top answer with every head), its ``probability`` with every head, and per
+    (site, head) in ``effects`` its probability with that head ablated and the change. The image tower runs once
+    (its features are reused by every ablated run)."""
     sites = list(sites) if sites is not None else attention_sites(model)
     batch = dict(inputs)
     with torch.no_grad():
         if "pixel_values" in batch:
             batch["image_features"] = base_model(model).get_image_features(batch.pop("pixel_values"))
-        baseline = float(model(**batch).logits.float().softmax(-1)[0, answer])
+        probabilities = model(**batch).logits.float().softmax(-1)[0]
+        answer = int(probabilities.argmax()) if answer is None else answer
+        baseline = float(probabilities[answer])
         effects = []
         for site in sites:
             heads = site_module(model, site)[0].num_heads
@@ -216,4 +219,4 @@ def ablation_sweep(model, inputs: dict, answer: int, sites=None, mode: str = "ze
                     probability = float(model(**batch).logits.float().softmax(-1)[0, answer])
                 effects.append({"site": site, "head": head, "probability": probability,
                                 "delta": probability - baseline})
-    return {"probability": baseline, "effects": effects}
+    return {"index": answer, "probability": baseline, "effects": effects}
