@@ -118,10 +118,11 @@ def run_batch(source: Source, model, out: str, methods=DEFAULT_METHODS, batch_si
                       progress if rank == 0 else False, part_rows)
         totals = gather(counts, world)
         barrier(world)
-        summary = {"examples": sum(c["examples"] for c in totals) // world, "stored": len(store.done_ids())
-                   - len(store.skipped()), "skipped": len(store.skipped()), "resumed": len(done),
+        skipped = store.skipped()
+        summary = {"examples": counts["examples"],  # every process reads the whole data: each counts all of it
+                   "stored": len(store.done_ids()) - len(skipped), "skipped": len(skipped), "resumed": len(done),
                    "new": sum(c["new"] for c in totals), "seconds": round(time.perf_counter() - started, 2),
-                   "processes": world, "reasons": reasons(store.skipped()), "dtype": settings["dtype"]}
+                   "processes": world, "reasons": reasons(skipped), "dtype": settings["dtype"]}
         if rank == 0:
             store.write_manifest({**(store.manifest() or {}), "status": "finished", **summary})
         return summary
