@@ -125,30 +125,38 @@ def plot_projection(xy, groups, *, title: str = "pooled representations (PCA)", 
     return figure
 
 
+def slice_summary_html(summary: dict, total: int | None = None, *, cell_style: str = "") -> tuple[str, str]:
+    """The slice's summary (``vle.analysis.slice_summary``) as two HTML tables: its facts (the count, ``of total``
+    when given, accuracy, mean probability, calibration error) and, per method, the pointing game and relevance mass
+    with their 95% intervals and the image share."""
+    def number(value):
+        return "–" if value is None else f"{value:.3f}"
+
+    def interval(entry):
+        return "–" if entry["value"] is None else (f"{entry['value']:.3f} <span style='color:#777'>"
+                                                   f"[{entry['low']:.3f}, {entry['high']:.3f}]</span>")
+    count = f"<b>{summary['count']}</b>" + ("" if total is None else f" of {total}")
+    facts = [["examples", count], ["with ground truth", summary["with_truth"]],
+             ["accuracy", number(summary["accuracy"])], ["mean probability", number(summary["mean_probability"])],
+             ["calibration error (ECE)", number(summary["ece"])]]
+    methods = [[html.escape(name), interval(m["pointing"]), interval(m["mass"]), number(m["image_share"])]
+               for name, m in summary["methods"].items()]
+    return (html_table(facts, escape=False, cell_style=cell_style),
+            html_table(methods, ["method", "pointing game [95%]", "relevance mass [95%]", "image share"],
+                       escape=False, cell_style=cell_style))
+
+
 def slice_report_html(title: str, summary: dict, figures: dict, path=None, *, extra_html: str = "",
                       dpi: int = 110) -> str:
-    """A self-contained HTML page of a slice: the summary table (per method, pointing game and relevance mass with
-    their 95% intervals), the figures (name → Figure) embedded as PNG, then ``extra_html`` (e.g. ``gallery_html``).
-    Written to ``path`` if given."""
-    def interval(entry):
-        return "–" if entry["value"] is None else f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
-
-    def number(value, digits=3):
-        return "–" if value is None else f"{value:.{digits}f}"
-
-    facts = [["examples", summary["count"]], ["with ground truth", summary["with_truth"]],
-             ["accuracy", number(summary["accuracy"])], ["mean probability", number(summary["mean_probability"])],
-             ["expected calibration error", number(summary["ece"])]]
-    methods = [[name, interval(m["pointing"]), interval(m["mass"]), number(m["image_share"])]
-               for name, m in summary["methods"].items()]
+    """A self-contained HTML page of a slice: the summary tables (``slice_summary_html``), the figures (name →
+    Figure) embedded as PNG, then ``extra_html`` (e.g. ``gallery_html``). Written to ``path`` if given."""
+    facts, methods = slice_summary_html(summary)
     pictures = "".join(f"<figure>{_img_tag(figure, name, dpi)}<figcaption>{html.escape(name)}</figcaption></figure>"
                        for name, figure in figures.items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
             "body{font-family:sans-serif;margin:2em;max-width:72em}td,th{padding:.2em .8em;text-align:left}"
             "figure{display:inline-block;margin:.5em}figcaption{font-size:.8em;color:#555}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1>{html_table(facts)}<h2>Explanations</h2>"
-            + html_table(methods, ["method", "pointing game [95% CI]", "relevance mass [95% CI]", "image share"])
-            + f"{pictures}{extra_html}</body></html>")
+            f"<h1>{html.escape(title)}</h1>{facts}<h2>Explanations</h2>{methods}{pictures}{extra_html}</body></html>")
     if path is not None:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(page)

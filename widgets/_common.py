@@ -203,9 +203,12 @@ def _fit_picture(image: W.Image, png: bytes) -> None:
         image.width = str(round(inches * SCREEN_PPI))
 
 
+CELL_STYLE = "text-align:left;padding:1px 8px"  # table cells in widget HTML, padded inline (no style sheet)
+
+
 def html_table(rows, header=None, css_class: str = "") -> str:
     """``viz.html_table`` for widget HTML: cells are HTML already, padded inline (no style sheet in a widget)."""
-    return viz.html_table(rows, header, escape=False, cell_style="text-align:left;padding:1px 8px", css_class=css_class)
+    return viz.html_table(rows, header, escape=False, cell_style=CELL_STYLE, css_class=css_class)
 
 
 def score_bar(value: float, width: int = 120, color: str = "#4c72b0") -> str:

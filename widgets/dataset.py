@@ -27,13 +27,13 @@ from scipy.spatial import cKDTree
 
 from viz import plot_patch_relevance, token_spans_html
 from viz.dataset import (gallery_html, plot_confusion, plot_mean_map, plot_reliability, plot_slice_overview,
-                         slice_report_html)
+                         slice_report_html, slice_summary_html)
 from vle import analysis
 from vle.errors import read_json
 from vle.explain import VCRChoice, VQAAnswer
 from vle.store import Run, decode, open_run
 
-from ._common import (DPI, RunsWhenShown, Status, describe_error, figure_png, fixed_axes, html_table, load_session,
+from ._common import (CELL_STYLE, DPI, RunsWhenShown, Status, describe_error, figure_png, fixed_axes, load_session,
                       picture)
 
 ALL = "(all)"
@@ -261,7 +261,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         newer filter's pictures replace an older one's, which stops drawing."""
         started = time.perf_counter()
         self.summary_data = analysis.slice_summary(self.filtered, self.run_data.methods)
-        self.summary.value = summary_html(self.summary_data, len(self.table))
+        self.summary.value = "".join(slice_summary_html(self.summary_data, len(self.table), cell_style=CELL_STYLE))
         self.timings["summary"] = time.perf_counter() - started
         self._generation += 1
         work = (self.filtered, self.summary_data, self.method.value, self._generation)
@@ -512,23 +512,6 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
         if method and len(table):
             figures[f"mean {method}"] = plot_mean_map(self._mean_map(table, method), title=f"mean {method}")
         return figures
-
-
-def summary_html(summary: dict, total: int) -> str:
-    def number(value):
-        return "–" if value is None else f"{value:.3f}"
-
-    def interval(entry):
-        return "–" if entry["value"] is None else (f"{entry['value']:.3f} <span style='color:#777'>"
-                                                   f"[{entry['low']:.3f}, {entry['high']:.3f}]</span>")
-    facts = html_table([["examples", f"<b>{summary['count']}</b> of {total}"],
-                        ["accuracy", number(summary["accuracy"])], ["mean probability",
-                                                                    number(summary["mean_probability"])],
-                        ["calibration error (ECE)", number(summary["ece"])]])
-    methods = html_table([[html.escape(name), interval(m["pointing"]), interval(m["mass"])]
-                          for name, m in summary["methods"].items()],
-                         ["method", "pointing game [95%]", "relevance mass [95%]"])
-    return facts + methods
 
 
 def _empty_frame() -> pd.DataFrame:
