@@ -173,12 +173,14 @@ def all_maps(run: Run, method: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(found["id"], dtype=object), maps.reshape(len(found["id"]), grid, grid)
 
 
-def mean_map(run: Run | None, ids, method: str, normalize: bool = True, maps: np.ndarray | None = None
-             ) -> np.ndarray:
-    """The mean of ``method``'s patch maps over ``ids`` (read from ``run``), or of ``maps`` (n, rows, cols) given;
-    with ``normalize`` each map first scaled to sum to one over its positive part, so every example counts alike."""
-    if maps is None:
-        _, maps = stored_maps(run, ids, method)
+def mean_map(run: Run, ids, method: str, normalize: bool = True) -> np.ndarray:
+    """The mean of ``method``'s stored patch maps over ``ids`` (``average_maps``)."""
+    return average_maps(stored_maps(run, ids, method)[1], normalize)
+
+
+def average_maps(maps: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """The mean of (n, rows, cols) patch maps; with ``normalize`` each map first scaled to sum to one over its
+    positive part, so every example counts alike."""
     if len(maps) == 0:
         raise ValueError("the slice is empty: no map to average")
     maps = maps.astype(np.float32)

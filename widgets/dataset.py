@@ -304,7 +304,7 @@ class DatasetExplorer(RunsWhenShown, W.VBox):
             self._maps[method] = (pd.Index(ids), maps)
         index, maps = self._maps[method]
         rows = index.get_indexer(table["id"])
-        return analysis.mean_map(None, None, method, maps=maps[rows[rows >= 0]])
+        return analysis.average_maps(maps[rows[rows >= 0]])
 
     def worst_errors_html(self, table=None, method: str | None = None, count: int = 8) -> str:
         table = self.filtered if table is None else table
