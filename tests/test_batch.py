@@ -219,3 +219,21 @@ def test_an_item_the_model_cannot_read_is_skipped_and_the_run_goes_on(tmp_path):
     assert summary["stored"] == 1 and summary["skipped"] == 1
     reason = open_run(tmp_path / "run").store.skipped()[0]
     assert reason["id"] == "vcr-item-1" and "could not read it" in reason["reason"] and "image" in reason["reason"]
+
+
+def test_a_run_over_a_saved_hugging_face_dataset_reopens_its_images(tmp_path):
+    import datasets
+
+    from vle.data import hf_source
+
+    scenes = [make_scene(SEED + i) for i in range(2)]
+    dataset = datasets.Dataset.from_dict({"image": [s.image for s in scenes],
+                                          "question": ["what color is the circle ?", "how many objects are there ?"],
+                                          "answer": ["red", "3"]}).cast_column("image", datasets.Image())
+    dataset.save_to_disk(str(tmp_path / "saved"))
+    summary = run_batch(hf_source(str(tmp_path / "saved")), MODEL, str(tmp_path / "run"), methods=["rollout"],
+                        progress=False)
+    run = open_run(tmp_path / "run")
+    assert summary["stored"] == 2 and run.row("1")["image"] == "hf:1"
+    assert np.array_equal(np.asarray(run.image("1")), np.asarray(scenes[1].image))
+    assert np.array_equal(np.asarray(run.image("0")), np.asarray(scenes[0].image))

@@ -362,8 +362,10 @@ def _hf_examples(dataset, image_column: str, question_column: str, answer_column
         question = str(row[question_column] or "")
         problem = (f"row {index} has no image" if row[image_column] is None else
                    None if question.strip() else f"row {index} has no question")
-        yield Example(str(row.get("id", index)), "vqa", row[image_column], question,
-                      _truth(row.get(answer_column)) if answer_column else None, slices, problem=problem)
+        image = row[image_column]  # a path (found again by itself) or an image (found again as its row)
+        yield Example(str(row.get("id", index)), "vqa", image, question,
+                      _truth(row.get(answer_column)) if answer_column else None, slices, problem=problem,
+                      ref="" if isinstance(image, str) else f"hf:{index}")
 
 
 def file_digest(*paths: str) -> str:

@@ -128,6 +128,7 @@ class Run:
         self.manifest = self.store.manifest() or {}
         self.connection = duckdb.connect()
         self._local = threading.local()
+        self._dataset = None  # the Hugging Face dataset a run's hf:<row> images come from, once opened
         self.connection.execute(f"create view examples as select * from read_parquet({parts!r}, union_by_name=true)")
 
     @property
@@ -186,9 +187,11 @@ class Run:
             if not folder:
                 raise InputError(f"{example_id} came from a dataset in memory: open its image from that dataset "
                                  f"(row {ref[3:]})")
-            import datasets  # noqa: PLC0415
+            if self._dataset is None:  # opened once: a gallery asks for several rows
+                import datasets  # noqa: PLC0415
 
-            return load_image(datasets.load_from_disk(folder)[int(ref[3:])][column])
+                self._dataset = datasets.load_from_disk(folder)
+            return load_image(self._dataset[int(ref[3:])][column])
         return load_image(ref)
 
     def explanation(self, example_id: str, method: str) -> dict:
