@@ -10,8 +10,8 @@ import torch
 
 from vle import VLEConfig, VLEForVQA
 from vle.errors import InputError
-from vle.explain.interventions import (ablate, attention_sites, head_means, patch, record_states,
-                                       recovered_fraction)
+from vle.explain.interventions import (ablate, attention_sites, head_means, hooked, patch, record_states,
+                                       recovered_fraction, site_module)
 
 
 @pytest.fixture(scope="module")
@@ -113,19 +113,84 @@ def test_recovered_fraction():
     assert math.isnan(recovered_fraction(1.0, 1.0, 1.0))
 
 
-def test_ablation_sweep_equals_ablating_each_head_alone(model):
-    from vle.explain.interventions import ablation_sweep
+@pytest.fixture(scope="module")
+def shapes_model():
+    from vle.processing_vle import VLEProcessor
+
+    return VLEForVQA.from_pretrained("vle-tiny-shapes-vqa").eval(), VLEProcessor.from_pretrained("vle-tiny-shapes-vqa")
+
+
+def shapes_inputs(processor, seed: int, question: str = "what color is the object nearest to the square ?"):
+    from vle.shapes.world import make_scene
+
+    return dict(processor(text=question, images=make_scene(seed).image))
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean", "resample"])
+def test_ablation_sweep_equals_ablating_each_head_alone(shapes_model, mode):
+    """The traced sweep (reruns from the ablated block, each site's heads as one batch) against full runs, for every
+    attention head of every site of both streams, on the embedded model (whose heads matter)."""
+    from vle.explain.interventions import record_heads
+    from vle.explain.sweep import ablation_sweep
+
+    model, processor = shapes_model
+    batch = shapes_inputs(processor, 1_000_003)
+    reference = {"zero": {}, "mean": {"means": head_means(model, [shapes_inputs(processor, 1_000_010)])},
+                 "resample": {"source": record_heads(model, shapes_inputs(processor, 1_000_011))}}[mode]
+    result = ablation_sweep(model, batch, mode=mode, **reference)
+    sites = attention_sites(model)
+    assert len(result["effects"]) == len(sites) * model.config.num_attention_heads
+    assert result["probability"] == pytest.approx(float(logits(model, batch).softmax(-1).max()), abs=1e-6)
+    for effect in result["effects"]:
+        with ablate(model, {effect["site"]: [effect["head"]]}, mode=mode, **reference):
+            alone = float(logits(model, batch).softmax(-1)[0, result["index"]])
+        assert effect["probability"] == pytest.approx(alone, abs=1e-5), effect
+        assert effect["delta"] == pytest.approx(alone - result["probability"], abs=1e-5)
+    assert max(abs(effect["delta"]) for effect in result["effects"]) > 0.05
+
+
+def test_a_traced_rerun_equals_the_model(model):
+    """``FusionTrace.logits_with`` with a site's own output changed, against the hooked full run, on logits."""
+    from vle.explain.sweep import FusionTrace
 
     batch = inputs(9)
-    sites = attention_sites(model, "cross")[:2]
-    result = ablation_sweep(model, batch, answer=1, sites=sites)
-    assert len(result["effects"]) == 2 * model.config.num_attention_heads
-    assert result["probability"] == pytest.approx(float(logits(model, batch).softmax(-1)[0, 1]), abs=1e-6)
-    effect = result["effects"][3]
-    with ablate(model, {effect["site"]: [effect["head"]]}):
-        alone = float(logits(model, batch).softmax(-1)[0, 1])
+    trace = FusionTrace(model, batch)
+    for site in attention_sites(model):
+        changed = trace.attended[site] * torch.linspace(0.5, 1.5, trace.attended[site].shape[-1])
+
+        def hook(_module, _args, output, changed=changed):
+            return (changed.expand_as(output[0]) if output[0].shape == changed.shape else output[0], *output[1:])
+        with hooked([(site_module(model, site)[0], hook)]), torch.no_grad():
+            replaced = model(**batch, pooled_only=True).logits
+        assert torch.allclose(trace.logits_with(site, changed.expand(3, -1, -1)), replaced.expand(3, -1),
+                              atol=1e-6, rtol=1e-5), site
+
+
+def test_a_head_without_a_trace_is_swept_by_full_runs():
+    from vle import VLEForITM
+    from vle.explain.sweep import FusionTrace, ablation_sweep
+
+    torch.manual_seed(0)
+    itm = VLEForITM(VLEConfig.tiny()).eval()
+    batch = inputs(13)
+    assert not FusionTrace.supports(itm, batch)
+    result = ablation_sweep(itm, batch, sites=["fusion.image.1.self_attention"])
+    effect = result["effects"][2]
+    with ablate(itm, {effect["site"]: [2]}), torch.no_grad():
+        alone = float(itm(**batch).logits.softmax(-1)[0, result["index"]])
     assert effect["probability"] == pytest.approx(alone, abs=1e-6)
-    assert effect["delta"] == pytest.approx(alone - result["probability"], abs=1e-6)
+
+
+def test_resampling_needs_the_same_lengths(model):
+    from vle.explain.interventions import record_heads
+
+    source = record_heads(model, inputs(1, ids=(1, 5, 2)))
+    with pytest.raises(InputError, match="same lengths"):
+        with ablate(model, {"fusion.text.0.self_attention": [0]}, mode="resample", source=source):
+            logits(model, inputs(2))
+    with pytest.raises(InputError, match="record_heads"):
+        with ablate(model, {"fusion.text.0.self_attention": [0]}, mode="resample"):
+            pass
 
 
 def test_the_ablate_command_lists_every_head(capsys):

@@ -206,9 +206,9 @@ def cmd_explain(args) -> None:
 
 def cmd_ablate(args) -> None:
     """Each attention head of the fusion ablated in turn: how the answer's probability changes."""
-    from .data import shapes_source
     from .explain import Session, vqa_answer
-    from .explain.interventions import ablation_sweep, attention_sites, head_means
+    from .explain.interventions import attention_sites, shapes_reference_means
+    from .explain.sweep import ablation_sweep
     from .pipelines import to_model
 
     session = Session.from_pretrained(args.model or DEFAULT_MODELS["vqa"], head="vqa", dtype=args.dtype)
@@ -216,11 +216,7 @@ def cmd_ablate(args) -> None:
     followed = vqa_answer(model, args.answer).index if args.answer else None  # None: the top answer
     inputs = to_model(model, dict(processor(text=args.question, images=load_image(args.image))))
     sites = attention_sites(model, args.sites)
-    means = None
-    if args.mode == "mean":  # the reference set: questions about held-out shapes scenes
-        reference = [to_model(model, dict(processor(text=e.text, images=e.image())))
-                     for e in list(shapes_source(1_000_500, 4).examples())[:24]]
-        means = head_means(model, reference, sites)
+    means = shapes_reference_means(model, processor, sites) if args.mode == "mean" else None
     result = ablation_sweep(model, inputs, followed, sites, args.mode, means)
     answer = vqa_answer(model, result.pop("index"))
     args.settings = {"model": args.model or DEFAULT_MODELS["vqa"], "dtype": session.dtype_choice}

@@ -4,9 +4,10 @@ model (their hooks are removed on leaving the block, also on an exception).
     fusion.{text|image}.{i}.{self_attention|cross_attention}   an attention block: its attention heads' outputs
     fusion.{text|image}.{i}.hidden                             a fusion layer's output states (batch, len, H)
 
-- ``ablate(model, {site: heads})``: the chosen attention heads of each block output zero (``mode="zero"``) or their
-  mean over a reference set of examples (``mode="mean"``, ``means`` from ``head_means``); ``heads="all"`` knocks out
-  the whole sublayer's attention.
+- ``ablate(model, {site: heads})``: the chosen attention heads of each block output zero (``mode="zero"``), their
+  mean over a reference set of examples (``mode="mean"``, ``means`` from ``head_means`` or ``shapes_reference_means``)
+  or their output on another example (``mode="resample"``, ``source`` from ``record_heads``); ``heads="all"`` knocks
+  out the whole sublayer's attention.
 - ``record_states(model)`` keeps every fusion layer's output of one run; ``patch(model, states, sites, positions)``
   writes them into another run (all positions, the class token, or chosen positions), the activation patching of
   causal tracing; ``recovered_fraction`` normalises its effect on a logit difference.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
+from itertools import islice
 
 import torch
 
@@ -33,7 +35,8 @@ from ..errors import InputError
 from .recorder import base_model
 
 SITE = re.compile(r"^fusion\.(text|image)\.(\d+)\.(self_attention|cross_attention|hidden)$")
-MODES = ("zero", "mean")
+MODES = ("zero", "mean", "resample")
+REFERENCE_SEED = 1_000_500  # held-out shapes scenes, apart from the evaluation seeds
 
 
 def fusion_layer(model, stream: str, index: int):
@@ -93,33 +96,57 @@ def _head_slices(module, heads) -> list[slice]:
 
 
 @contextmanager
-def ablate(model, heads: dict, mode: str = "zero", means: dict | None = None):
+def ablate(model, heads: dict, mode: str = "zero", means: dict | None = None, source: dict | None = None):
     """Ablate attention heads: ``heads`` maps attention sites to a list of head indices or ``"all"``. ``mode``:
-    ``zero`` (their output is zero) or ``mean`` (their mean output over a reference set, ``means`` from
-    ``head_means``)."""
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "mean" and means is None:
-        raise InputError("mode='mean' needs the heads' reference means (head_means(model, reference_inputs))")
+    ``zero`` (their output is zero), ``mean`` (their mean output over a reference set: ``means`` from
+    ``head_means``) or ``resample`` (their output on another example of the same lengths: ``source`` from
+    ``record_heads``)."""
+    replacements = _replacements(model, heads, mode, means, source)
     hooks = []
     for site, chosen in heads.items():
-        module, kind = site_module(model, site)
-        if kind == "hidden":
-            raise InputError(f"{site} is a layer's output, not an attention block: ablate self_attention or "
-                             "cross_attention sites")
-        slices = _head_slices(module, chosen)
-        replacement = means.get(site) if means is not None else None
-        if mode == "mean" and replacement is None:
-            raise InputError(f"no reference mean for {site}: compute head_means over these sites")
+        module = site_module(model, site)[0]
+        slices, replacement = _head_slices(module, chosen), replacements.get(site)
 
-        def hook(_module, _args, output, slices=slices, replacement=replacement):
-            attended = output[0].clone()  # (batch, query_len, H)
-            for part in slices:
-                attended[..., part] = 0.0 if replacement is None else replacement[part].to(attended.dtype)
-            return (attended, *output[1:])
+        def hook(_module, _args, output, slices=slices, replacement=replacement, site=site):
+            return (replace_heads(output[0], slices, replacement, site), *output[1:])
         hooks.append((module, hook))
     with hooked(hooks):
         yield
+
+
+def _replacements(model, heads: dict, mode: str, means: dict | None, source: dict | None) -> dict:
+    """site → what its ablated heads output instead (None: zero), checked before anything runs."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    reference = {"zero": None, "mean": means, "resample": source}[mode]
+    if mode != "zero" and reference is None:
+        raise InputError("mode='mean' needs the heads' reference means (head_means(model, reference_inputs))"
+                         if mode == "mean" else "mode='resample' needs the heads' outputs on another example "
+                         "(source=record_heads(model, other_inputs))")
+    replacements = {}
+    for site in heads:
+        if site_module(model, site)[1] == "hidden":
+            raise InputError(f"{site} is a layer's output, not an attention block: ablate self_attention or "
+                             "cross_attention sites")
+        if reference is not None and reference.get(site) is None:
+            raise InputError(f"no {'reference mean' if mode == 'mean' else 'recorded output'} for {site}")
+        replacements[site] = None if reference is None else reference[site]
+    return replacements
+
+
+def replace_heads(attended: torch.Tensor, slices: list[slice], replacement, site: str = "") -> torch.Tensor:
+    """``attended`` (batch, query_len, H) with the heads' ``slices`` replaced by zero (``replacement`` None), a mean
+    (H,) or another run's outputs (batch or 1, query_len or 1, H)."""
+    attended = attended.clone()
+    if replacement is not None and replacement.dim() == 3:
+        if attended.shape[1] == 1:  # a run of the class token alone (``pooled_only``'s last layer)
+            replacement = replacement[:, :1]
+        if replacement.shape[1] != attended.shape[1] or replacement.shape[0] not in (1, attended.shape[0]):
+            raise InputError(f"{site}: the other example's output has shape {tuple(replacement.shape)} and this "
+                             f"run's {tuple(attended.shape)}: resample from an example of the same lengths")
+    for part in slices:
+        attended[..., part] = 0.0 if replacement is None else replacement[..., part].to(attended.dtype)
+    return attended
 
 
 def head_means(model, batches, sites=None) -> dict[str, torch.Tensor]:
@@ -139,6 +166,32 @@ def head_means(model, batches, sites=None) -> dict[str, torch.Tensor]:
         for batch in batches:
             model(**batch)
     return {site: sums[site] / counts[site] for site in sums}
+
+
+def shapes_reference_means(model, processor, sites=None, seed: int = REFERENCE_SEED, count: int = 24) -> dict:
+    """``head_means`` over ``count`` questions about held-out shapes scenes from ``seed``: the mean-ablation reference
+    of the command line and the "What if" explorer."""
+    from ..data import shapes_source  # the data sources are needed here only
+    from ..pipelines import to_model
+
+    examples = islice(shapes_source(seed, count).examples(), count)
+    batches = [to_model(model, dict(processor(text=e.text, images=e.image()))) for e in examples]
+    return head_means(model, batches, sites)
+
+
+def record_heads(model, inputs: dict, sites=None) -> dict[str, torch.Tensor]:
+    """Each attention site's output (its heads' outputs side by side) on one run of ``inputs``: site → (batch,
+    query_len, H), the ``source`` of ``ablate(mode="resample")``."""
+    sites = list(sites) if sites is not None else attention_sites(model)
+    outputs = {}
+
+    def keep(site):
+        def hook(_module, _args, output):
+            outputs[site] = output[0].detach().clone()
+        return hook
+    with hooked([(site_module(model, site)[0], keep(site)) for site in sites]), torch.no_grad():
+        model(**inputs)
+    return outputs
 
 
 def record_states(model, inputs: dict) -> dict[str, torch.Tensor]:
@@ -195,28 +248,3 @@ def recovered_fraction(patched: float, clean: float, corrupted: float) -> float:
     1 is all of it, 0 none (NaN when clean and corrupted agree)."""
     span = clean - corrupted
     return float("nan") if span == 0 else (patched - corrupted) / span
-
-
-def ablation_sweep(model, inputs: dict, answer: int | None = None, sites=None, mode: str = "zero",
-                   means: dict | None = None) -> dict:
-    """Every attention head of every site in ``sites`` (default: all) ablated in turn, on one example: ``index``, the
-    answer followed (``answer``, or the top answer with every head), its ``probability`` with every head, and per
-    (site, head) in ``effects`` its probability with that head ablated and the change. The image tower runs once
-    (its features are reused by every ablated run)."""
-    sites = list(sites) if sites is not None else attention_sites(model)
-    batch = dict(inputs)
-    with torch.no_grad():
-        if "pixel_values" in batch:
-            batch["image_features"] = base_model(model).get_image_features(batch.pop("pixel_values"))
-        probabilities = model(**batch).logits.float().softmax(-1)[0]
-        answer = int(probabilities.argmax()) if answer is None else answer
-        baseline = float(probabilities[answer])
-        effects = []
-        for site in sites:
-            heads = site_module(model, site)[0].num_heads
-            for head in range(heads):
-                with ablate(model, {site: [head]}, mode=mode, means=means):
-                    probability = float(model(**batch).logits.float().softmax(-1)[0, answer])
-                effects.append({"site": site, "head": head, "probability": probability,
-                                "delta": probability - baseline})
-    return {"index": answer, "probability": baseline, "effects": effects}
