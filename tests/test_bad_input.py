@@ -31,8 +31,11 @@ import torch
 from PIL import Image
 
 from vle import VLEForITM, VLEForPBC, VLEForVCRQ2A, VLEForVCRQA2R, VLEForVQA
+from vle.edits import blank_box, drop_word
 from vle.errors import InputError, dumps
 from vle.image_utils import ImageError, load_image
+from vle.shapes.counterfactual import move_object, remove_object
+from vle.shapes.world import make_scene
 from vle.testing import save_tiny_model
 
 from .test_vcr import ANNOTATION, META
@@ -536,6 +539,14 @@ API_ROWS = [
             lambda w: dumps({"auc": math.nan, "curve": np.array([1.0, np.inf]), "n": np.int64(3)}),
             lambda r, w: json.loads(r, parse_constant=lambda c: pytest.fail(c)) == {"auc": None,
                                                                                     "curve": [1.0, None], "n": 3}),
+    refused("api", "removing an object the scene does not have",
+            lambda w: remove_object(make_scene(3), 9), InputError, "at most"),
+    refused("api", "moving an object onto another",
+            lambda w: move_object(make_scene(3), 0, make_scene(3).objects[1].center), InputError, "px apart"),
+    refused("api", "blanking a box outside the image",
+            lambda w: blank_box(w.image, (50, 0, 60, 10)), InputError,
+            "reaches outside the 56x40 image"),
+    refused("api", "dropping the only word", lambda w: drop_word("what", 0), InputError, "the only word"),
 ]
 
 
@@ -621,6 +632,13 @@ CLI_ROWS = [
     cli_row("evaluate on a training seed", lambda w: ["evaluate", "--seed", "5", "--n", "1"],
             "seeds must be held out"),
     cli_row("faithfulness --n -3", lambda w: ["faithfulness", "--n", "-3"], "must be at least 1"),
+    cli_row("counterfactual on a training seed", lambda w: ["counterfactual", "--seed", "5", "--n", "1"],
+            "seeds must be held out"),
+    cli_row("counterfactual --n 0", lambda w: ["counterfactual", "--n", "0"], "must be at least 1"),
+    cli_row("counterfactual with an unknown method",
+            lambda w: ["counterfactual", "--n", "1", "--methods", "rollout,lime"], "unknown explanation method 'lime'"),
+    cli_row("counterfactual with no methods", lambda w: ["counterfactual", "--n", "1", "--methods", ","],
+            "methods is empty"),
     cli_row("batch without --data", lambda w: ["batch", "--out", w.root / "run"], "required: --data"),
     cli_row("batch over VQA v2 without its files", lambda w: ["batch", "--data", "vqa2", "--out", w.root / "run"],
             "needs --questions and --images"),
