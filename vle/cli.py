@@ -12,6 +12,8 @@
     vle-workbench train --out DIR [--recipe full|teaching]
     vle-workbench evaluate [--seed S] [--n N] [--json]
     vle-workbench faithfulness [--seed S] [--n N] [--json]   (explanation methods: faithfulness and localisation)
+    vle-workbench counterfactual [--seed S] [--n N] [--methods M1,M2] [--json]
+                        (each object removed in turn: answer changes, and how well methods rank the removals)
     vle-workbench batch --data shapes|vqa2|vcr|jsonl|hf ... --out RUN [--methods M1,M2] [--batch-size B]
                         (a model over a dataset, stored for the dataset explorer; runs under torchrun unchanged)
 
@@ -256,6 +258,25 @@ def cmd_faithfulness(args) -> None:
     print(dumps(results) if args.json else format_table(results))
 
 
+def cmd_counterfactual(args) -> None:
+    """The object-removal study: each object of held-out scenes removed in turn, the question asked again."""
+    from .explain import Session  # heavy (torch): loaded when the command runs
+    from .shapes.faithfulness import DEFAULT_MODEL
+    from .shapes.removal import check_study, format_table, removal_rows, summarise
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
+    seed, n, methods = check_study(args.seed, args.n, methods)  # before the model loads
+    name = args.model or DEFAULT_MODEL
+    session = Session.from_pretrained(name, head="vqa", dtype=args.dtype)
+    rows = removal_rows(seed, n, methods, session.model, session.processor, progress=not args.json)
+    result = summarise(rows, seed, name)
+    args.settings = {"model": name, "dtype": session.dtype_choice}
+    if args.json:
+        _print(result, args)
+    else:
+        print(format_table(result))
+
+
 def cmd_batch(args) -> None:
     from .batch import run_batch  # heavy: torch, DuckDB
 
@@ -397,6 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
     faithful.add_argument("--n", type=positive_int, default=None,
                           help="number of held-out questions, one per scene (default 200)")
     faithful.add_argument("--json", action="store_true", help="print one JSON object keyed by method")
+    counterfactual = add("counterfactual", cmd_counterfactual,
+                         "the object-removal study: answer changes and methods' removal correlation")
+    counterfactual.add_argument("--seed", type=whole_number, default=None,
+                                help="first held-out scene seed (>= 1000000)")
+    counterfactual.add_argument("--n", type=positive_int, default=100,
+                                help="number of held-out questions, one per scene")
+    counterfactual.add_argument("--methods", default=None,
+                                help="comma-separated explanation methods (default: the faithfulness benchmark's)")
+    counterfactual.add_argument("--json", action="store_true",
+                                help='one JSON object: {"result", "model", "dtype"}')
     batch = add("batch", cmd_batch, "a model over a dataset: predictions and explanations stored in a run folder")
     batch.add_argument("--data", required=True, choices=("shapes", "vqa2", "vcr", "jsonl", "csv", "hf"))
     batch.add_argument("--out", required=True, help="the run folder (created; rerunning the command resumes it)")
