@@ -10,6 +10,7 @@ import torch
 
 from vle import VLEConfig, VLEForVQA
 from vle.errors import InputError
+from vle.shapes.world import make_scene
 from vle.explain.interventions import (ablate, attention_sites, head_means, hooked, patch, record_states,
                                        recovered_fraction, site_module)
 
@@ -121,8 +122,6 @@ def shapes_model():
 
 
 def shapes_inputs(processor, seed: int, question: str = "what color is the object nearest to the square ?"):
-    from vle.shapes.world import make_scene
-
     return dict(processor(text=question, images=make_scene(seed).image))
 
 
@@ -209,3 +208,24 @@ def test_the_ablate_command_lists_every_head(capsys):
     with pytest.raises(SystemExit) as refused:  # a usage error: argparse names the choices
         main(["ablate", str(scene), "what size ?", "--sites", "ffn"])
     assert refused.value.code == 2 and "invalid choice: 'ffn'" in capsys.readouterr().err
+
+
+def test_explanations_run_inside_interventions(shapes_model):
+    """Every method explains a patched or ablated run; a target that no longer depends on the inputs (every layer
+    patched) gets zero gradient relevance, or a refusal in words from integrated gradients."""
+    from vle.explain import Session
+
+    model, processor = shapes_model
+    session = Session(model, processor)
+    states = record_states(model, shapes_inputs(processor, 1_000_005))
+    inputs = session.prepare(make_scene(1_000_006).image,
+                             "what color is the object nearest to the square ?")
+    for method in ("coattention_relevance", "rollout", "gradcam", "raw_attention", "integrated_gradients"):
+        with patch(model, states, sites=["fusion.image.0.hidden"]):  # batch-1 states into Captum's batched steps
+            assert session.explain(inputs, method=method).patch_scores.size == 64
+        with ablate(model, {"fusion.text.1.cross_attention": "all"}):
+            assert session.explain(inputs, method=method).patch_scores.size == 64
+    with patch(model, states):
+        assert not session.explain(inputs, method="coattention_relevance").patch_scores.any()
+        with pytest.raises(InputError, match="nothing to attribute"):
+            session.explain(inputs, method="integrated_gradients")

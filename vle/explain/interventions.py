@@ -226,12 +226,14 @@ def patch(model, states: dict, sites=None, positions="all"):
 
         def hook(_module, _args, output, source=source, site=site):
             target = output[0].clone()  # (batch, len, H)
+            if target.shape[1] == 1 and source.shape[1] > 1:  # a run of the class token alone (``pooled_only``)
+                source = source[:, :1]
             if positions == "all":
-                if target.shape != source.shape:
+                if target.shape[1:] != source.shape[1:] or source.shape[0] not in (1, target.shape[0]):
                     raise InputError(f"{site}: the source has shape {tuple(source.shape)} and the target "
                                      f"{tuple(target.shape)}: patch the class token (positions='cls') or chosen "
                                      "positions when the lengths differ")
-                target = source.to(target.dtype).clone()
+                target = source.to(target.dtype).expand_as(target).clone()
             else:
                 chosen = [0] if positions == "cls" else list(positions)
                 if max(chosen) >= min(target.shape[1], source.shape[1]):

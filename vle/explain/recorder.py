@@ -328,12 +328,17 @@ class Recorder:
         if not names and not anchors:
             raise RuntimeError("nothing recorded is in the autograd graph: run the forward with gradients enabled "
                                "inside the recorder's block")
-        values = torch.autograd.grad(score, [self.tensors[n] for n in names] + anchors, allow_unused=True)
+        values = [None] * (len(names) + len(anchors))
+        if score.requires_grad:  # else the score is a constant (every path to it patched from another run)
+            values = torch.autograd.grad(score, [self.tensors[n] for n in names] + anchors, allow_unused=True)
         for name, grad in zip(names, values):
             self.grads[name] = torch.zeros_like(self.tensors[name]) if grad is None else grad.detach()
         for name in self._tap_names:  # maps the score does not depend on (their backward never ran)
             if name not in self.grads:
                 self.grads[name] = self.grad_reduce(torch.zeros_like(self.tensors[name]), self.tensors[name]).detach()
+        for name, tensor in self.tensors.items():  # outside the graph (patched in from another run): no gradient
+            if self._grad_wanted(name) and name not in self.grads and isinstance(tensor, torch.Tensor):
+                self.grads[name] = torch.zeros_like(tensor)
 
     def __enter__(self) -> "Recorder":
         vle = base_model(self.model)

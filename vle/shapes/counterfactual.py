@@ -108,7 +108,7 @@ _DESCRIPTION = r"the (?:(?:small|large) )?(?:(?:{colors}) )?(?:{shapes}|object)"
     colors="|".join(COLORS), shapes="|".join(SHAPES))
 _EXTREME = re.compile(rf"^what (shape|color) is the object (nearest to|farthest from) ({_DESCRIPTION}) \?$")
 _EXTREME_FAMILY = {("shape", "nearest to"): "nearest", ("shape", "farthest from"): "farthest",
-                   ("color", "nearest to"): "nearest_color", ("color", "farthest from"): "farthest color"}
+                   ("color", "nearest to"): "nearest_color", ("color", "farthest from"): "farthest_color"}
 _TEMPLATES: dict[str, re.Pattern] = {
     "color": re.compile(rf"^what color is ({_DESCRIPTION}) \?$"),
     "shape": re.compile(rf"^what shape is ({_DESCRIPTION}) \?$"),

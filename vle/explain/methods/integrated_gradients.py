@@ -22,6 +22,7 @@ import warnings
 import torch
 from captum.attr import LayerIntegratedGradients
 
+from ...errors import InputError
 from ..inputs import background_fill, model_device
 from ..recorder import base_model
 from ..wrapper import TargetForward
@@ -100,10 +101,16 @@ class IntegratedGradients(Method):
             warnings.filterwarnings("ignore", message="Multiple layers provided")
             ig = LayerIntegratedGradients(lambda i, p: forward(input_ids=i, pixel_values=p), layers)
         with torch.enable_grad(), torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None):
-            (text_attr, patch_attr), delta = ig.attribute(
-                (ids, pixels), baselines=(text_baseline(ids, inputs.special_ids, pad_id), background_fill(pixels)),
-                n_steps=self.settings["n_steps"], method=self.settings["integration"],
-                internal_batch_size=batch, return_convergence_delta=True)
+            try:
+                (text_attr, patch_attr), delta = ig.attribute(
+                    (ids, pixels), baselines=(text_baseline(ids, inputs.special_ids, pad_id), background_fill(pixels)),
+                    n_steps=self.settings["n_steps"], method=self.settings["integration"],
+                    internal_batch_size=batch, return_convergence_delta=True)
+            except RuntimeError as error:
+                if "not have been used in the graph" not in str(error):
+                    raise
+                raise InputError("integrated_gradients: the target does not depend on the image or the text here "
+                                 "(every path to it is patched or ablated), so there is nothing to attribute") from None
         text = text_attr.detach()[0].float().sum(-1)  # (text_len,)
         patches = patch_attr.detach()[0].float().sum(0).reshape(-1)  # (grid * grid,)
         image = torch.cat([patches, patches.new_zeros(inputs.n_boxes)])
