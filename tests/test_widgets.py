@@ -173,6 +173,26 @@ def test_attention_explorer_both_directions():
     assert len(pictures) == 5
 
 
+@needs_vqa
+def test_attention_explorer_picks_the_clicked_patch():
+    from widgets import AttentionExplorer
+    from widgets._clicks import click_event
+    from widgets.attention import DIRECTIONS
+
+    explorer = AttentionExplorer()
+    explorer.run_button.click()
+    grid, size = explorer.model.config.patch_grid, explorer._image.size  # shapes_0: 128 x 128, all seen by the model
+    first = explorer.figure.value
+    for kind in ("mousedown", "mouseup"):  # what ipyevents sends for a click on the small picture, shown 192 px wide
+        explorer.patch_picker.handle(click_event(100, 20, size, (192, 192), kind))
+    assert explorer.patch == (20 * grid // 128, 100 * grid // 128) and explorer.direction.value == DIRECTIONS[1]
+    assert explorer.figure.value != first and explorer.status.error is None
+    picked = explorer.figure.value
+    for kind in ("mousedown", "mouseup"):
+        explorer.patch_picker.handle(click_event(5, 120, size, (192, 192), kind))
+    assert explorer.patch == (grid - 1, 0) and explorer.figure.value != picked
+
+
 @needs_pretrained
 def test_itm_explorer_match_pbc_and_zero_shot():
     from vle.pipelines import pipeline
@@ -256,7 +276,8 @@ def test_every_tab_shows_its_default_example_when_first_opened(monkeypatch):
     monkeypatch.setattr(widgets.dataset, "DEFAULT_SCENES", 2)  # the dataset tab's first run: a small one
     app = workbench()
     main_picture = {"VQAExplorer": "heatmap", "AttentionExplorer": "figure", "ITMExplorer": "figure",
-                    "VCRExplorer": "heatmap", "MethodComparison": "figure", "DatasetExplorer": "overview"}
+                    "VCRExplorer": "heatmap", "MethodComparison": "figure", "DatasetExplorer": "overview",
+                    "WhatIfExplorer": "after_picture"}
     pictures = [getattr(explorer, main_picture[type(explorer).__name__]) for explorer in app.children]
     assert not any(picture.value for picture in pictures)  # nothing runs while the app is built
     app._repr_mimebundle_()  # what IPython calls to display it, in a notebook and in Voilà

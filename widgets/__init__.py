@@ -1,6 +1,7 @@
 """Thin ipywidgets explorers over ``vle`` (models, explanations) and ``viz`` (figures).
 
     from widgets import VQAExplorer, AttentionExplorer, ITMExplorer, VCRExplorer, MethodComparison, workbench
+    from widgets import WhatIfExplorer
     workbench()          # all of them in tabs, on the embedded shapes models
 
 Each explorer runs its default example once when first shown, does its heavy work on a button with a progress bar,
@@ -15,6 +16,7 @@ from .itm import ITMExplorer
 from .llm_panel import LLMPanel
 from .vcr import VCRExplorer
 from .vqa import VQAExplorer
+from .what_if import WhatIfExplorer
 
 __all__ = ["AttentionExplorer", "DatasetExplorer", "ITMExplorer", "LLMPanel", "MethodComparison", "VCRExplorer",
-           "VQAExplorer", "workbench"]
+           "VQAExplorer", "WhatIfExplorer", "workbench"]

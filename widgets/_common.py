@@ -101,6 +101,9 @@ def layer_choices(n: int, extra=(("mean", "mean"),)) -> list[tuple[str, object]]
 
 # -- images ----------------------------------------------------------------------------------------------------------
 
+SEED = "(shapes seed)"  # the ImagePicker choice of a generated shapes scene
+
+
 def scene_names() -> list[str]:
     """The shapes scenes in ``pics/`` (a PNG with its scene JSON beside it; other pictures there are not scenes)."""
     return sorted(p.stem for p in PICS.glob("*.png") if p.with_suffix(".json").is_file())
@@ -113,26 +116,31 @@ def scene_record(name: str) -> dict | None:
 
 
 class ImagePicker(W.VBox):
-    """An image from ``pics/``, a path, or an upload. ``image`` is a PIL RGB image; ``record`` the scene JSON when
-    the image is a shapes scene (else None); ``on_change(callback)`` runs the callback with no argument."""
+    """An image from ``pics/``, a path, or an upload (with ``seeds``, also any shapes scene by its seed). ``image`` is
+    a PIL RGB image; ``record`` the scene JSON when the image is a shapes scene (else None), ``scene`` its
+    ``vle.shapes.world.Scene``; ``on_change(callback)`` runs the callback with no argument."""
 
-    def __init__(self, value: str | None = None, scenes: list[str] | None = None):
+    def __init__(self, value: str | None = None, scenes: list[str] | None = None, seeds: bool = False):
         names = scenes if scenes is not None else scene_names()
-        self.source = W.Dropdown(options=names + ["(path)", "(upload)"], description="image",
-                                 value=value if value in names else (names[0] if names else "(path)"))
+        extra = ["(path)", "(upload)"] + ([SEED] if seeds else [])
+        self.source = W.Dropdown(options=names + extra, description="image",
+                                 value=value if value in names + extra else (names[0] if names else "(path)"))
         self.path = W.Text(placeholder="/path/to/image.png", description="path", continuous_update=False,
                            layout=W.Layout(display="none", width="24em"))
         self.upload = W.FileUpload(accept="image/*", multiple=False, layout=W.Layout(display="none"))
+        self.seed = W.BoundedIntText(value=0, min=0, max=2**31 - 1, description="seed",
+                                     layout=W.Layout(display="none", width="12em"))
         self.source.add_class("vle-image-source")
         self._callbacks = []
-        for control in (self.source, self.path, self.upload):
+        for control in (self.source, self.path, self.upload, self.seed):
             control.observe(self._changed, names="value")
-        super().__init__([W.HBox([self.source, self.path, self.upload])])
+        super().__init__([W.HBox([self.source, self.path, self.upload, self.seed])])
         self._sync_visibility()
 
     def _sync_visibility(self) -> None:
         self.path.layout.display = "" if self.source.value == "(path)" else "none"
         self.upload.layout.display = "" if self.source.value == "(upload)" else "none"
+        self.seed.layout.display = "" if self.source.value == SEED else "none"
 
     def _changed(self, _change) -> None:
         self._sync_visibility()
@@ -148,11 +156,27 @@ class ImagePicker(W.VBox):
             return self.path.value
         if self.source.value == "(upload)":
             return self.upload.value[0]["name"] if self.upload.value else ""
+        if self.source.value == SEED:
+            return f"shapes scene {self.seed.value}"
         return self.source.value
 
     @property
     def record(self) -> dict | None:
+        if self.source.value == SEED:
+            from vle.shapes.make_pics import example_record
+
+            return example_record(self.seed.value)
         return scene_record(self.source.value) if self.source.value not in ("(path)", "(upload)") else None
+
+    @property
+    def scene(self):
+        """The shapes scene shown (``make_scene`` of its seed: pixel for pixel the picture), or None."""
+        from vle.shapes.world import make_scene
+
+        if self.source.value == SEED:
+            return make_scene(self.seed.value)
+        record = self.record
+        return make_scene(record["seed"], record.get("image_size", 128)) if record and "seed" in record else None
 
     @property
     def image(self) -> Image.Image:
@@ -168,6 +192,8 @@ class ImagePicker(W.VBox):
                 raise ValueError("upload an image first (the button next to the image menu)")
             upload = self.upload.value[0]
             return load_image(bytes(upload["content"]), name=f"the upload {upload.get('name', '')}".strip())
+        if self.source.value == SEED:
+            return self.scene.image
         return load_image(PICS / f"{self.source.value}.png")
 
 

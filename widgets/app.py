@@ -20,6 +20,7 @@ from .dataset import DatasetExplorer
 from .itm import ITMExplorer
 from .vcr import VCRExplorer
 from .vqa import VQAExplorer
+from .what_if import WhatIfExplorer
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ register_tab("ITM / PBC", lambda m: ITMExplorer(m.pretrained))
 register_tab("VCR", lambda m: VCRExplorer(*m.vcr))
 register_tab("Compare methods", lambda m: MethodComparison(m.vqa))
 register_tab("Dataset", lambda m: DatasetExplorer(model=m.vqa))
+register_tab("What if", lambda m: WhatIfExplorer(m.vqa))
 
 
 class Workbench(RunsWhenShown, W.Tab):

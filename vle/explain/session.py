@@ -42,6 +42,9 @@ from .targets import (ITMMatch, PBCPhrase, Target, TopAnswer, VCRChoice, VQAAnsw
                       vqa_answer)
 
 
+DEFAULT_METHOD = "coattention_relevance"  # what explain, contrast and the explorers use unless told otherwise
+
+
 class Session:
     """``model``: a loaded VLE head model (with its ``processor``), or a shipped name, folder or hub id (``head``:
     which head class to load, a task name of ``vle.HEADS``; default: the one the checkpoint was saved as).
@@ -114,7 +117,7 @@ class Session:
         inputs = self.prepare(image, question)
         return inputs, self.answers(inputs, top_k)
 
-    def ask_and_explain(self, image, question: str, top_k: int = 5, method: str = "coattention_relevance",
+    def ask_and_explain(self, image, question: str, top_k: int = 5, method: str = DEFAULT_METHOD,
                         **options) -> tuple[ExplainInputs, list[dict], Explanation]:
         """A question answered and its top answer explained, sharing one forward where the method runs one on the
         unperturbed input (the attention methods): (prepared inputs, top-k answers, explanation). The answers are
@@ -185,7 +188,7 @@ class Session:
     # -- explanations ----------------------------------------------------------------------------------------------
 
     def explain(self, inputs_or_image, text: str | None = None, target: Target | None = None,
-                method: str = "coattention_relevance", answer=None, **options) -> Explanation:
+                method: str = DEFAULT_METHOD, answer=None, **options) -> Explanation:
         """Explain ``target`` (or the answer named by ``answer``, or the default target) on prepared inputs or on an
         image and a text, with a registered method and its options."""
         if answer is not None and target is not None:
@@ -196,7 +199,7 @@ class Session:
         target = target if target is not None else self.default_target(inputs)
         return explain(self.model, inputs, target, method, cache=self.cache, **options)
 
-    def contrast(self, inputs: ExplainInputs, answer, rather_than, method: str = "coattention_relevance",
+    def contrast(self, inputs: ExplainInputs, answer, rather_than, method: str = DEFAULT_METHOD,
                  **options) -> Explanation:
         """Why ``answer`` rather than ``rather_than`` (answer texts or indices)."""
         first, second = vqa_answer(self.model, answer), vqa_answer(self.model, rather_than)
