@@ -2,12 +2,14 @@
 127.0.0.1, headless Chromium (Debian's, driven by Playwright) opens every tab (each runs its default example; the VQA
 tab is asked QUESTION with Run), and each explorer's area is saved as a PNG next to this script.
 
-Usage: .venv/bin/python pics/make_screenshots.py
+Usage: .venv/bin/python pics/make_screenshots.py ["TAB TITLE" ...]     (no title: every tab)
 
 Writes pics/workbench.png (the VQA tab with the tab bar: the front-page picture) and pics/workbench_vqa.png,
 workbench_attention.png, workbench_itm.png, workbench_vcr.png, workbench_compare.png (one explorer each, on
-shapes_0) and workbench_dataset.png (the Dataset tab on its default run of held-out scenes). Needs /usr/bin/chromium (``make test`` installs it with apt; never ``playwright install``). Takes about
-half a minute, most of it the notebook loading the models. The status lines (and VQA's "computed in") show measured
+shapes_0), workbench_dataset.png (the Dataset tab on its default run of held-out scenes) and workbench_what_if.png
+(the What if tab with the green triangle of shapes_0 clicked and removed). Needs /usr/bin/chromium (``make test``
+installs it with apt; never ``playwright install``). Takes about half a minute, most of it the notebook loading the
+models. The status lines (and VQA's "computed in") show measured
 times: those few pixels change from run to run, the rest of each picture does not. Exits with 1, saying what each
 failed explorer shows, when one cannot run.
 """
@@ -44,7 +46,9 @@ TABS = (("VQA", "workbench_vqa.png", "vle-heatmap"),
         ("ITM / PBC", "workbench_itm.png", "vle-itm"),
         ("VCR", "workbench_vcr.png", "vle-vcr-q2a"),
         ("Compare methods", "workbench_compare.png", "vle-comparison"),
-        ("Dataset", "workbench_dataset.png", "vle-overview"))
+        ("Dataset", "workbench_dataset.png", "vle-overview"),
+        ("What if", "workbench_what_if.png", "vle-what-if-after-map"))
+GREEN_TRIANGLE = (107, 112)  # its centre in shapes_0 (pics/shapes_0.json): what the What if picture removes
 FRONT = "workbench.png"
 
 
@@ -128,6 +132,26 @@ CONTENT_RIGHT = """(panel) => {
 }"""
 
 
+def remove_an_object(page: Page, panel: Locator) -> None:
+    """Click the green triangle in the What if picture, press Remove, and wait for the after side to be redrawn."""
+    picture = panel.locator("img.vle-what-if-after-map")
+    before = picture.get_attribute("src")
+    canvas = panel.locator("img.vle-what-if-canvas").bounding_box()
+    page.mouse.click(canvas["x"] + GREEN_TRIANGLE[0] / 128 * canvas["width"],
+                     canvas["y"] + GREEN_TRIANGLE[1] / 128 * canvas["height"])
+    panel.locator(".vle-what-if-picked", has_text="green").wait_for(timeout=30_000)
+    panel.locator("button.vle-remove").click()
+    panel.locator(".vle-what-if-summary", has_text="removed").wait_for(timeout=30_000)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while picture.get_attribute("src") == before:
+        if time.monotonic() > deadline:
+            raise RuntimeError("What if: removing the green triangle drew no new picture")
+        page.wait_for_timeout(100)
+    page.wait_for_function("""(panel) => [...panel.querySelectorAll('img')]
+        .filter(img => img.offsetParent !== null).every(img => img.complete && img.naturalWidth > 0)""",
+                           arg=panel.element_handle(), timeout=10_000)
+
+
 def shoot(page: Page, panel: Locator, front: Locator | None = None) -> bytes:
     """The explorer with MARGIN pixels around it (or ``front``, an element around it), in a viewport just as wide as
     the explorer's content: a narrower page narrows the full-width boxes too, so nothing is cut and no blank strip is
@@ -190,6 +214,8 @@ def shoot_tab(page: Page, index: int, title: str, name: str, picture_class: str,
     except RuntimeError:
         save_png(shoot(page, panel), scratch / name)
         raise
+    if title == "What if":
+        remove_an_object(page, panel)
     answer = f", answer {panel.locator('.vle-answer-text').inner_text().strip()!r}" if title == "VQA" else ""
     print(f"{title}: {status} (opening the tab to picture {time.monotonic() - started:.1f} s{answer})")
     written = [(name, save_png(shoot(page, panel), PICS / name))]
@@ -198,8 +224,9 @@ def shoot_tab(page: Page, index: int, title: str, name: str, picture_class: str,
     return written
 
 
-def shoot_all(url: str, scratch: Path) -> tuple[list[tuple], list[str]]:
-    """Every tab of the workbench at ``url``: ([(file name, bytes written)], [what failed, in words])."""
+def shoot_all(url: str, scratch: Path, only=()) -> tuple[list[tuple], list[str]]:
+    """Every tab of the workbench at ``url`` (or those titled in ``only``): ([(file name, bytes written)], [what
+    failed, in words])."""
 
     written, failures = [], []
     with sync_playwright() as playwright:
@@ -215,6 +242,8 @@ def shoot_all(url: str, scratch: Path) -> tuple[list[tuple], list[str]]:
                 raise RuntimeError(f"the workbench did not appear; the page shows:\n{body}") from None
             print(f"workbench shown in {time.monotonic() - started:.1f} s")
             for index, (title, name, picture_class) in enumerate(TABS):
+                if only and title not in only:
+                    continue
                 try:  # one broken explorer must not cost the other pictures
                     written += shoot_tab(page, index, title, name, picture_class, scratch)
                 except RuntimeError as error:
@@ -224,14 +253,14 @@ def shoot_all(url: str, scratch: Path) -> tuple[list[tuple], list[str]]:
     return written, failures
 
 
-def main() -> int:
+def main(only=()) -> int:
     started = time.monotonic()
     # Voilà's log and the pictures of explorers that failed: kept only when something went wrong
     scratch = Path(tempfile.mkdtemp(prefix="vle-screenshots-"))
     with open(scratch / "voila.log", "w") as log:
         try:
             with served_app(log, env={"VLE_WORKBENCH_RUNS": str(scratch / "runs")}) as url:
-                written, failures = shoot_all(url, scratch)
+                written, failures = shoot_all(url, scratch, only)
         except Exception:
             print(f"Voilà's log: {log.name}", file=sys.stderr)
             raise
@@ -248,4 +277,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -216,3 +216,88 @@ def test_dataset_tab_filters_to_wrong_answers_and_opens_one(page, explorer_url):
     panel = page.locator(".vle-workbench > .widget-tab-contents > *").nth(index)
     open_a_wrong_answer(page, panel)
     page.screenshot(path=str(ARTIFACTS / "browser_dataset.png"), full_page=True)
+
+
+def _open_tab(page, explorer_url, title: str):
+    page.goto(explorer_url)
+    tabs = page.locator(".vle-workbench .lm-TabBar-tab")
+    tabs.first.wait_for(state="visible", timeout=150_000)
+    index = list(TABS).index(title)
+    tabs.nth(index).click()
+    panel = page.locator(".vle-workbench > .widget-tab-contents > *").nth(index)
+    expect(panel.locator(".vle-status").first).to_contain_text("done", timeout=120_000)
+    return panel
+
+
+def _click_in_image(page, locator, x: float, y: float, size=(128, 128)) -> None:
+    """A click at image pixel (x, y) of a picture shown scaled."""
+    box = locator.bounding_box()
+    page.mouse.click(box["x"] + x / size[0] * box["width"], box["y"] + y / size[1] * box["height"])
+
+
+@pytest.mark.timeout(300)
+def test_what_if_tab_toggles_a_head_and_removes_an_object(page, explorer_url):
+    """A head's cell ablates it (the after answer and probability follow the engine's ``ablate``); a click on the
+    green triangle picks it, Remove takes it out of the picture, and the after side is asked again."""
+    from vle.explain.interventions import ablate
+    from vle.explain.sweep import ablation_sweep
+    from vle.shapes.counterfactual import remove_object
+    from vle.shapes.world import make_scene
+    from widgets._common import load_session
+    from widgets._heads import cell_class
+    from widgets._what_if_state import model_inputs
+    from widgets.what_if import DEFAULT_QUESTION
+
+    session = load_session("vle-tiny-shapes-vqa")
+    names, scene = session.model.config.id2label, make_scene(0)
+    inputs = session.prepare(scene.image, DEFAULT_QUESTION)
+    sweep = ablation_sweep(session.model, model_inputs(inputs))
+    worst = min(sweep["effects"], key=lambda e: e["delta"])
+    with ablate(session.model, {worst["site"]: [worst["head"]]}):
+        ablated = session.answers(inputs, 1)[0]
+    green = next(o for o in scene.objects if o.color == "green")
+    removed = session.answers(session.prepare(remove_object(scene, green.index).image, DEFAULT_QUESTION), 1)[0]
+
+    panel = _open_tab(page, explorer_url, "What if")
+    after = panel.locator(".vle-what-if-after")
+    expect(after.locator(".vle-answer-text")).to_have_text(names[sweep["index"]])
+    picture = "img.vle-what-if-after-map"
+    first = _wait_for_new_image(page, picture, "", "opening the tab")
+
+    panel.locator(f"button.{cell_class(worst['site'], worst['head'])}").click()
+    expect(after.locator(".vle-answer-text")).to_have_text(ablated["answer"], timeout=30_000)
+    expect(after.locator(".vle-probability")).to_have_text(f"{ablated['score']:.3f}")
+    toggled = _wait_for_new_image(page, picture, first, "ablating a head")
+    expect(panel.locator(".vle-what-if-summary")).to_contain_text("ablated")
+    panel.locator(f"button.{cell_class(worst['site'], worst['head'])}").click()  # restored
+    expect(after.locator(".vle-answer-text")).to_have_text(names[sweep["index"]], timeout=30_000)
+    restored = _wait_for_new_image(page, picture, toggled, "restoring the head")
+
+    canvas = panel.locator("img.vle-what-if-canvas")
+    _click_in_image(page, canvas, *green.center)
+    expect(panel.locator(".vle-what-if-picked")).to_contain_text("green triangle", timeout=30_000)
+    panel.locator("button.vle-remove").click()
+    expect(after.locator(".vle-answer-text")).to_have_text(removed["answer"], timeout=30_000)
+    expect(after.locator(".vle-probability")).to_have_text(f"{removed['score']:.3f}")
+    expect(panel.locator(".vle-what-if-summary")).to_contain_text("green triangle removed")
+    edited = _wait_for_new_image(page, picture, restored, "removing the green triangle")
+
+    box = canvas.bounding_box()  # a dragged box: painted over (the browser must not drag the picture away)
+    page.mouse.move(box["x"] + 0.1 * box["width"], box["y"] + 0.6 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.8 * box["height"], steps=5)
+    page.mouse.up()
+    expect(panel.locator(".vle-what-if-summary")).to_contain_text("painted over", timeout=30_000)
+    _wait_for_new_image(page, picture, edited, "painting a box over")
+    assert "error" not in panel.locator(".vle-status").first.inner_text().lower()
+    page.screenshot(path=str(ARTIFACTS / "browser_what_if.png"), full_page=True)
+
+
+@pytest.mark.timeout(240)
+def test_attention_patch_is_picked_by_a_click(page, explorer_url):
+    panel = _open_tab(page, explorer_url, "Attention")
+    figure = ".vle-workbench img.vle-attention"
+    first = _wait_for_new_image(page, figure, "", "opening the tab")
+    _click_in_image(page, panel.locator("img.vle-patch-picker"), 100, 20)
+    _wait_for_new_image(page, figure, first, "clicking a patch")
+    expect(panel.locator(".widget-toggle-buttons button.mod-active").first).to_have_text("patch → words")

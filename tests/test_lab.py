@@ -62,8 +62,8 @@ def lab_url(tmp_path_factory):
                 server.kill()
 
 
-@pytest.mark.timeout(420)
-def test_lab_dataset_tab_filters_to_wrong_answers_and_opens_one(page, lab_url):
+def run_the_notebook(page, lab_url):
+    """Open the notebook in Lab, run it once its kernel is idle, and return the workbench's tab locator."""
     page.goto(lab_url)
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && "
                            "window.jupyterapp.shell.currentWidget.sessionContext", timeout=120_000)
@@ -76,6 +76,12 @@ def test_lab_dataset_tab_filters_to_wrong_answers_and_opens_one(page, lab_url):
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     tabs = page.locator(".vle-workbench .lm-TabBar-tab")
     tabs.first.wait_for(state="visible", timeout=180_000)
+    return tabs
+
+
+@pytest.mark.timeout(420)
+def test_lab_dataset_tab_filters_to_wrong_answers_and_opens_one(page, lab_url):
+    tabs = run_the_notebook(page, lab_url)
     assert tabs.count() == len(TABS)
     index = list(TABS).index("Dataset")
     tabs.nth(index).click()
@@ -84,3 +90,18 @@ def test_lab_dataset_tab_filters_to_wrong_answers_and_opens_one(page, lab_url):
     expect(panel.locator(".vle-projection")).to_be_visible()
     open_a_wrong_answer(page, panel)
     page.screenshot(path=str(ARTIFACTS / "lab_dataset.png"), full_page=True)
+
+
+@pytest.mark.timeout(420)
+def test_lab_what_if_picks_an_object_by_a_click(page, lab_url):
+    """ipyevents in Lab's widget manager: a click on the What if picture reaches the kernel and picks the object."""
+    tabs = run_the_notebook(page, lab_url)
+    index = list(TABS).index("What if")
+    tabs.nth(index).click()
+    panel = page.locator(".vle-workbench > .widget-tab-contents > *").nth(index)
+    expect(panel.locator(".vle-status").first).to_contain_text("done", timeout=120_000)
+    canvas = panel.locator("img.vle-what-if-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.click(box["x"] + 107 / 128 * box["width"], box["y"] + 112 / 128 * box["height"])  # shapes_0's green
+    expect(panel.locator(".vle-what-if-picked")).to_contain_text("green triangle", timeout=30_000)
