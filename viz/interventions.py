@@ -121,8 +121,10 @@ def plot_site_scatter(x, y, labels=None, *, xlabel: str, ylabel: str, title: str
     ax.axvline(0, color="#bbb", lw=0.8)
     ax.scatter(x, y, s=22, color="#3b6fb6", alpha=0.8)
     if labels is not None and highlight:
-        for i in np.argsort(-(np.abs(x) / (np.abs(x).max() or 1) + np.abs(y) / (np.abs(y).max() or 1)))[:highlight]:
-            ax.annotate(str(labels[i]), (x[i], y[i]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        farthest = np.argsort(-(np.abs(x) / (np.abs(x).max() or 1) + np.abs(y) / (np.abs(y).max() or 1)))
+        for rank, i in enumerate(farthest[:highlight]):  # alternately above and below: neighbours stay readable
+            ax.annotate(str(labels[i]), (x[i], y[i]), fontsize=7, xytext=(4, 3 if rank % 2 == 0 else -10),
+                        textcoords="offset points")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
