@@ -5,7 +5,7 @@ explorer's layer × head grid.
 of its blocks. A change to one attention block at layer i then reruns the model from that block on: the image tower,
 the text tower and the fusion layers before i are read from the trace, and so is layer i + 1's self-attention of the
 stream the change has not reached yet (both streams read the other's previous states, so a change in one stream
-reaches the other a layer later). The rerun covers a batch of changes at once: one per attention head of a site.
+reaches the other a layer later). One rerun can cover a batch of changes: one per attention head of a site.
 
 Example:
     >>> import torch
@@ -41,6 +41,10 @@ class FusionTrace:
     heads' outputs side by side, before the block's output projection). ``logits_with(site, attended)`` reruns from
     that site with its output replaced by ``attended`` (batch, query_len, H) and returns (batch, classes)."""
 
+    # Rows rerun together: a few long sequences at a time (on a CPU, 1297 image tokens run faster one by one than
+    # twelve at once, whose activations leave the caches), many short ones (whose rows alone leave cores idle).
+    TOKENS_PER_RERUN = 2048
+
     def __init__(self, model, inputs: dict):
         if not self.supports(model, inputs):
             raise ValueError(f"{type(model).__name__} is not traced (a head over the pooled pair, batch 1, no boxes)")
@@ -61,6 +65,7 @@ class FusionTrace:
                           (layer.crossattention.self, self._keep(self.attended, f"{site}.cross_attention"))]
         with hooked(hooks), torch.no_grad():
             self.logits = model(**inputs, pooled_only=True).logits
+        self.rows_per_rerun = max(1, self.TOKENS_PER_RERUN // self.outputs["image", 0].shape[1])
 
     @staticmethod
     def supports(model, inputs: dict) -> bool:
@@ -93,9 +98,10 @@ class FusionTrace:
         if after_self is None:
             own = attended if site == "self_attention" else _attend(layer.attention.self, query, hidden, self_mask)
             after_self = layer.attention.output(own, query)
-        crossed = attended if site == "cross_attention" else _attend(layer.crossattention.self, after_self, other,
-                                                                      other_mask)
-        after_cross = layer.crossattention.output(crossed, after_self)
+        if site == "cross_attention":
+            after_cross = layer.crossattention.output(attended, after_self)
+        else:
+            after_cross = _cross(layer.crossattention, after_self, other, other_mask)
         return layer.output(layer.intermediate(after_cross), after_cross)
 
     def logits_with(self, site: str, attended: torch.Tensor) -> torch.Tensor:
@@ -126,24 +132,51 @@ class FusionTrace:
 
 def _attend(block, query: torch.Tensor, context: torch.Tensor, mask) -> torch.Tensor:
     """``block(query, context, mask)[0]`` (a ``VLESelfAttention``: the heads' outputs before the output projection).
-    For a single query token (the class token of ``pooled_only``'s last layer) the key and value projections move to
-    the query's side, which is exact: q · (W_k y + b_k) = (W_kᵀ q) · y + q · b_k, whose last term is the same for every
-    key and cancels in the softmax, and Σ p (W_v y + b_v) = W_v (Σ p y) + b_v. That costs a multiply-add per key, head
-    and hidden unit instead of one per key and hidden unit squared: at 1297 image tokens the class token's attention
-    is then almost free."""
-    if query.shape[1] != 1:
-        return block(query, context, mask)[0]
+    When the queries are few and the context long (the text tokens reading 1297 image tokens, or the class token of
+    ``pooled_only``'s last layer) the key and value projections move to the queries' side, which is exact:
+    q · (W_k y + b_k) = (W_kᵀ q) · y + q · b_k, whose last term is the same for every key and cancels in the softmax,
+    and Σ p (W_v y + b_v) = W_v (Σ p y) + b_v. It costs a multiply-add per query, head, key and hidden unit instead of
+    one per key and hidden unit squared: cheaper while queries × heads stay below the hidden size."""
+    batch, length, hidden = query.shape
     heads, width = block.num_heads, block.head_dim
-    hidden = context.shape[-1]
-    q = block.query(query).view(len(query), heads, width) * width ** -0.5  # (batch, heads, head_dim)
-    keys_side = torch.einsum("bhd,hdk->bhk", q, block.key.weight.view(heads, width, hidden))  # (batch, heads, H)
-    scores = keys_side @ context.transpose(1, 2)  # (batch, heads, context_len)
+    if length * heads >= hidden or context.shape[1] <= length:
+        return block(query, context, mask)[0]
+    q = block.query(query).view(batch, length, heads, width) * width ** -0.5
+    keys_side = torch.einsum("bqhd,hdk->bhqk", q, block.key.weight.view(heads, width, hidden))  # (batch, heads, q, H)
+    scores = keys_side @ context.transpose(1, 2).unsqueeze(1)  # (batch, heads, query_len, context_len)
     if mask is not None:
-        scores = scores + mask[:, 0]  # (batch or 1, 1, context_len)
+        scores = scores + mask  # (batch or 1, 1, 1, context_len)
     probs = scores.softmax(-1, dtype=torch.float32).to(context.dtype)
-    mixed = probs @ context  # (batch, heads, H)
-    values = torch.einsum("bhk,hdk->bhd", mixed, block.value.weight.view(heads, width, hidden))
-    return (values + block.value.bias.view(heads, width)).reshape(len(values), 1, heads * width)
+    mixed = probs @ context.unsqueeze(1)  # (batch, heads, query_len, H)
+    values = torch.einsum("bhqk,hdk->bqhd", mixed, block.value.weight.view(heads, width, hidden))
+    return (values + block.value.bias.view(heads, width)).reshape(len(values), length, hidden)
+
+
+def _cross(block, query: torch.Tensor, context: torch.Tensor, mask) -> torch.Tensor:
+    """``block(query, context, mask)[0]`` (a ``VLEAttention``: attention, output projection, residual and layer norm).
+    When many queries read a short context (1297 image tokens reading the text) the query and output projections move
+    to the keys' side, which is exact: q · k = (W_q y + b_q) · k = y · (W_qᵀ k) + b_q · k, and W_o Σ_t p_t v_t =
+    Σ_t p_t (W_o v_t). Both then cost a multiply-add per query, head, key and hidden unit instead of one per query and
+    hidden unit squared: cheaper while heads × keys stay below the hidden size."""
+    attention = block.self
+    batch, length, hidden = query.shape
+    keys, heads, width = context.shape[1], attention.num_heads, attention.head_dim
+    if keys * heads >= hidden or length <= keys:
+        return block(query, context, mask)[0]
+    scale = width ** -0.5
+    key = attention.key(context).view(len(context), keys, heads, width)
+    value = attention.value(context).view(len(context), keys, heads, width)
+    # (context batch, heads * keys, H): each key seen from the query's side, and each value already projected out
+    reads = torch.einsum("bnhd,hdk->bhnk", key, attention.query.weight.view(heads, width, hidden)) * scale
+    offsets = torch.einsum("bnhd,hd->bhn", key, attention.query.bias.view(heads, width)) * scale
+    writes = torch.einsum("bnhd,khd->bhnk", value, block.output.dense.weight.view(hidden, heads, width))
+    scores = (query @ reads.reshape(len(reads), heads * keys, hidden).transpose(1, 2)).view(batch, length, heads, keys)
+    scores = scores + offsets.unsqueeze(1)  # (batch, query_len, heads, keys)
+    if mask is not None:
+        scores = scores + mask.view(len(mask), 1, 1, keys)
+    probs = scores.softmax(-1, dtype=torch.float32).to(query.dtype).view(batch, length, heads * keys)
+    projected = probs @ writes.reshape(len(writes), heads * keys, hidden) + block.output.dense.bias
+    return block.output.LayerNorm(block.output.dropout(projected) + query)
 
 
 def ablation_sweep(model, inputs: dict, answer: int | None = None, sites=None, mode: str = "zero",
@@ -151,8 +184,8 @@ def ablation_sweep(model, inputs: dict, answer: int | None = None, sites=None, m
     """Every attention head of every site in ``sites`` (default: all) ablated in turn (``mode`` and its reference as
     in ``ablate``), on one example: ``index``, the answer followed (``answer``, or the top answer with every head), its
     ``probability`` with every head, and per (site, head) in ``effects`` its probability with that head ablated and
-    the change. The image tower runs once; on a traced head (``FusionTrace``) each site's heads are one batch rerun
-    from that site on, else each head is one run of the fusion."""
+    the change. The image tower runs once; on a traced head (``FusionTrace``) each head reruns from its site on (the
+    heads of a short sequence together), else each head is one run of the fusion."""
     sites = list(sites) if sites is not None else attention_sites(model)
     batch = dict(inputs)
     replacements = _replacements(model, {site: "all" for site in sites}, mode, means, source)
@@ -171,7 +204,8 @@ def ablation_sweep(model, inputs: dict, answer: int | None = None, sites=None, m
                 attended = trace.attended[site]  # (1, query_len, H)
                 ablated = torch.cat([replace_heads(attended, _head_slices(site_module(model, site)[0], [head]),
                                                    replacements[site], site) for head in range(heads)])
-                probability = trace.logits_with(site, ablated).float().softmax(-1)[:, answer].tolist()
+                probability = [p for rows in ablated.split(trace.rows_per_rerun) for p in
+                               trace.logits_with(site, rows).float().softmax(-1)[:, answer].tolist()]
             else:
                 probability = []
                 for head in range(heads):
