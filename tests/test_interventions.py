@@ -148,12 +148,17 @@ def test_ablation_sweep_equals_ablating_each_head_alone(shapes_model, mode):
     assert max(abs(effect["delta"]) for effect in result["effects"]) > 0.05
 
 
-def test_a_traced_rerun_equals_the_model(model):
-    """``FusionTrace.logits_with`` with a site's own output changed, against the hooked full run, on logits."""
+@pytest.mark.parametrize("layers", [2, 4])
+def test_a_traced_rerun_equals_the_model(layers):
+    """``FusionTrace.logits_with`` with a site's own output changed, against the hooked full run, on logits: every
+    site, a few rows at a time, with and without the reuse of the unreached stream's self-attention (4 layers)."""
     from vle.explain.sweep import FusionTrace
 
+    torch.manual_seed(layers)
+    model = VLEForVQA(VLEConfig.tiny(num_hidden_layers=layers, id2label={0: "red", 1: "blue", 2: "circle"})).eval()
     batch = inputs(9)
     trace = FusionTrace(model, batch)
+    trace.rows_per_rerun = 2  # 3 rows: a rerun of 2 and one of 1
     for site in attention_sites(model):
         changed = trace.attended[site] * torch.linspace(0.5, 1.5, trace.attended[site].shape[-1])
 

@@ -106,10 +106,12 @@ class FusionTrace:
 
     def logits_with(self, site: str, attended: torch.Tensor) -> torch.Tensor:
         """(batch, classes): the run again with ``site``'s attention output replaced by ``attended`` (batch,
-        query_len, H), one rerun per row, from that block on."""
+        query_len, H), one rerun per row, from that block on (``rows_per_rerun`` rows at a time)."""
         match = _SITE.match(site)
         if match is None or site not in self.attended:
             raise ValueError(f"{site!r} is not an attention site of this trace")
+        if len(attended) > self.rows_per_rerun:
+            return torch.cat([self.logits_with(site, rows) for rows in attended.split(self.rows_per_rerun)])
         stream, start, kind = match.group(1), int(match.group(2)), match.group(3)
         other_stream = _OTHER[stream]
         hidden, other = self.calls[stream, start][:2]
@@ -159,7 +161,8 @@ def _cross(block, query: torch.Tensor, context: torch.Tensor, mask) -> torch.Ten
     Σ_t p_t (W_o v_t). Both then cost a multiply-add per query, head, key and hidden unit instead of one per query and
     hidden unit squared: cheaper while heads × keys stay below the hidden size."""
     attention = block.self
-    batch, length, hidden = query.shape
+    _, length, hidden = query.shape
+    batch = max(len(query), len(context))  # one of them may be batch 1, unchanged by what is rerun
     keys, heads, width = context.shape[1], attention.num_heads, attention.head_dim
     if keys * heads >= hidden or length <= keys:
         return block(query, context, mask)[0]
@@ -204,8 +207,7 @@ def ablation_sweep(model, inputs: dict, answer: int | None = None, sites=None, m
                 attended = trace.attended[site]  # (1, query_len, H)
                 ablated = torch.cat([replace_heads(attended, _head_slices(site_module(model, site)[0], [head]),
                                                    replacements[site], site) for head in range(heads)])
-                probability = [p for rows in ablated.split(trace.rows_per_rerun) for p in
-                               trace.logits_with(site, rows).float().softmax(-1)[:, answer].tolist()]
+                probability = trace.logits_with(site, ablated).float().softmax(-1)[:, answer].tolist()
             else:
                 probability = []
                 for head in range(heads):
