@@ -27,7 +27,7 @@ import numpy as np
 from viz import plot_patch_relevance
 from viz.interventions import render_edit_canvas
 from vle.explain import VQAAnswer
-from vle.explain.interventions import (ablate, attention_sites, patch, record_states, recovered_fraction,
+from vle.explain.interventions import (ablate, attention_sites, hidden_sites, patch, record_states, recovered_fraction,
                                        shapes_reference_means)
 from vle.explain.session import DEFAULT_METHOD
 from vle.explain.sweep import ablation_sweep
@@ -117,7 +117,7 @@ class WhatIfExplorer(RunsWhenShown, W.VBox, Quiet):
         self.source_picker.source.remove_class("vle-image-source")  # "the" image menu of the tab stays the main one
         self.source_question = W.Text(value=question, description="its question", continuous_update=False,
                                       layout=W.Layout(width="24em"))
-        hidden = [f"fusion.{s}.{i}.hidden" for s in ("text", "image") for i in range(layers)]
+        hidden = hidden_sites(self.model)
         self.patch_site = W.Dropdown(options=[("every layer, both streams", "all")] + [(h, h) for h in hidden],
                                      description="layer output", layout=W.Layout(width="21em"))
         self.positions = W.ToggleButtons(options=[("all positions", "all"), ("class token", "cls")], value="all",

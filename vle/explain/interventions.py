@@ -179,10 +179,13 @@ def shapes_reference_means(model, processor, sites=None, seed: int = REFERENCE_S
     return head_means(model, batches, sites)
 
 
-def record_heads(model, inputs: dict, sites=None) -> dict[str, torch.Tensor]:
-    """Each attention site's output (its heads' outputs side by side) on one run of ``inputs``: site → (batch,
-    query_len, H), the ``source`` of ``ablate(mode="resample")``."""
-    sites = list(sites) if sites is not None else attention_sites(model)
+def hidden_sites(model) -> list[str]:
+    """Every fusion layer's output: ``fusion.{text|image}.{i}.hidden``."""
+    layers = len(base_model(model).cross_modal_text_layers)
+    return [f"fusion.{stream}.{i}.hidden" for stream in ("text", "image") for i in range(layers)]
+
+
+def _record(model, inputs: dict, sites) -> dict[str, torch.Tensor]:
     outputs = {}
 
     def keep(site):
@@ -194,19 +197,15 @@ def record_heads(model, inputs: dict, sites=None) -> dict[str, torch.Tensor]:
     return outputs
 
 
+def record_heads(model, inputs: dict, sites=None) -> dict[str, torch.Tensor]:
+    """Each attention site's output (its heads' outputs side by side) on one run of ``inputs``: site → (batch,
+    query_len, H), the ``source`` of ``ablate(mode="resample")``."""
+    return _record(model, inputs, list(sites) if sites is not None else attention_sites(model))
+
+
 def record_states(model, inputs: dict) -> dict[str, torch.Tensor]:
     """Every fusion layer's output states of one run of ``inputs``: ``fusion.{stream}.{i}.hidden`` → (batch, len, H)."""
-    states = {}
-    layers = len(base_model(model).cross_modal_text_layers)
-    sites = [f"fusion.{stream}.{i}.hidden" for stream in ("text", "image") for i in range(layers)]
-
-    def keep(site):
-        def hook(_module, _args, output):
-            states[site] = output[0].detach().clone()
-        return hook
-    with hooked([(site_module(model, site)[0], keep(site)) for site in sites]), torch.no_grad():
-        model(**inputs)
-    return states
+    return _record(model, inputs, hidden_sites(model))
 
 
 @contextmanager

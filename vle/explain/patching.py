@@ -34,16 +34,10 @@ import torch
 from scipy.stats import spearmanr
 
 from ..errors import InputError
-from .interventions import (_head_slices, attention_sites, hooked, patch, record_heads, record_states,
+from .interventions import (_head_slices, attention_sites, hidden_sites, hooked, patch, record_heads, record_states,
                             recovered_fraction, replace_heads, site_module)
 from .recorder import base_model
 from .sweep import FusionTrace
-
-
-def hidden_sites(model) -> list[str]:
-    """Every fusion layer's output: ``fusion.{text|image}.{i}.hidden``."""
-    layers = len(base_model(model).cross_modal_text_layers)
-    return [f"fusion.{stream}.{i}.hidden" for stream in ("text", "image") for i in range(layers)]
 
 
 def _with_features(model, inputs: dict) -> dict:
