@@ -234,3 +234,16 @@ def test_explanations_run_inside_interventions(shapes_model):
         assert not session.explain(inputs, method="coattention_relevance").patch_scores.any()
         with pytest.raises(InputError, match="nothing to attribute"):
             session.explain(inputs, method="integrated_gradients")
+
+
+def test_a_sweep_inside_another_intervention_sees_it(model):
+    """Under an outer ablation the sweep falls back to full runs, so every rerun keeps the outer intervention."""
+    from vle.explain.sweep import FusionTrace, ablation_sweep
+
+    batch, outer = inputs(14), {"fusion.image.0.cross_attention": [1]}
+    with ablate(model, outer):
+        assert not FusionTrace.supports(model, batch)
+        effect = ablation_sweep(model, batch, answer=0, sites=["fusion.text.1.cross_attention"])["effects"][2]
+        with ablate(model, {"fusion.text.1.cross_attention": [2]}):
+            both = float(logits(model, batch).softmax(-1)[0, 0])
+    assert effect["probability"] == pytest.approx(both, abs=1e-6)

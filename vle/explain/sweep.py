@@ -70,10 +70,14 @@ class FusionTrace:
     @staticmethod
     def supports(model, inputs: dict) -> bool:
         """Whether the model's head reads only the pooled pair through one module, on one example without boxes, in
-        evaluation mode (a rerun applies no dropout)."""
+        evaluation mode (a rerun applies no dropout), with no hooks on the fusion (a rerun computes some blocks by
+        other means, which an intervention already in place, such as an outer ``ablate``, would not see)."""
         ids = inputs.get("input_ids")
+        vle = base_model(model)
+        hooked_fusion = any(m._forward_hooks or m._forward_pre_hooks for layers in
+                            (vle.cross_modal_text_layers, vle.cross_modal_image_layers) for m in layers.modules())
         return (getattr(model, "task", None) in POOLED_HEADS and inputs.get("patch_ids") is None
-                and ids is not None and len(ids) == 1 and not model.training)
+                and ids is not None and len(ids) == 1 and not model.training and not hooked_fusion)
 
     def _keep_call(self, stream: str, index: int):
         def hook(_module, args, output):
