@@ -81,3 +81,20 @@ def test_pairs_that_cannot_be_compared_are_refused(shapes_model):
         attribution_patching(model, clean, longer)
     with pytest.raises(InputError, match="give the foil"):
         exact_patching(model, clean, clean)
+
+
+def test_traced_and_full_runs_patch_alike(monkeypatch):
+    """Exact patching from a trace (a site's heads rerun from their block) equals patching by full runs."""
+    from vle import VLEConfig
+    from vle.explain.sweep import FusionTrace
+
+    torch.manual_seed(0)
+    model = VLEForVQA(VLEConfig.tiny(num_hidden_layers=3, id2label={0: "a", 1: "b", 2: "c"})).eval()
+    generator, ids = torch.Generator().manual_seed(1), torch.tensor([[1, 5, 6, 7, 2]])
+    clean, corrupted = (dict(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32, generator=generator))
+                        for _ in range(2))
+    traced = exact_patching(model, clean, corrupted, answer=0, foil=1)
+    monkeypatch.setattr(FusionTrace, "supports", staticmethod(lambda model, inputs: False))
+    full = exact_patching(model, clean, corrupted, answer=0, foil=1)
+    assert [(e["site"], e["head"]) for e in traced["effects"]] == [(e["site"], e["head"]) for e in full["effects"]]
+    assert np.allclose([e["effect"] for e in traced["effects"]], [e["effect"] for e in full["effects"]], atol=1e-5)

@@ -34,8 +34,8 @@ import torch
 from scipy.stats import spearmanr
 
 from ..errors import InputError
-from .interventions import (_head_slices, attention_sites, hidden_sites, hooked, patch, record_heads, record_states,
-                            recovered_fraction, replace_heads, site_module)
+from .interventions import (_head_slices, ablate, attention_sites, hidden_sites, hooked, patch, record_heads,
+                            record_states, recovered_fraction, replace_heads, site_module)
 from .recorder import base_model
 from .sweep import FusionTrace
 
@@ -102,7 +102,7 @@ def exact_patching(model, clean: dict, corrupted: dict, answer: int | None = Non
             else:
                 metrics = []
                 for h in range(module.num_heads):
-                    with _patched_head(model, site, h, heads[site]):
+                    with ablate(model, {site: [h]}, mode="resample", source=heads):  # the clean run's head
                         metrics.append(float(_difference(model(**corrupted).logits[0], answer, foil)))
             effects += [{"site": site, "head": h, "effect": m - base} for h, m in enumerate(metrics)]
         for site in hidden_sites(model):
@@ -110,17 +110,6 @@ def exact_patching(model, clean: dict, corrupted: dict, answer: int | None = Non
                 effects.append({"site": site, "head": None,
                                 "effect": float(_difference(model(**corrupted).logits[0], answer, foil)) - base})
     return _result(answer, foil, float(_difference(clean_logits[0], answer, foil)), base, effects)
-
-
-@contextmanager
-def _patched_head(model, site: str, head: int, source: torch.Tensor):
-    module = site_module(model, site)[0]
-    slices = _head_slices(module, [head])
-
-    def hook(_module, _args, output):
-        return (replace_heads(output[0], slices, source, site), *output[1:])
-    with hooked([(module, hook)]):
-        yield
 
 
 @contextmanager
