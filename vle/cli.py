@@ -219,7 +219,7 @@ def cmd_ablate(args) -> None:
     inputs = to_model(model, dict(processor(text=args.question, images=load_image(args.image))))
     sites = attention_sites(model, args.sites)
     means = shapes_reference_means(model, processor, sites) if args.mode == "mean" else None
-    result = ablation_sweep(model, inputs, followed, sites, args.mode, means)
+    result = ablation_sweep(model, inputs, followed, sites, args.mode, means, progress=not args.json)
     answer = vqa_answer(model, result.pop("index"))
     args.settings = {"model": args.model or DEFAULT_MODELS["vqa"], "dtype": session.dtype_choice}
     if args.json:
