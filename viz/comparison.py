@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from matplotlib.figure import Figure
+from scipy.stats import ConstantInputWarning, spearmanr
 
 from vle.metrics import curve_auc
 
@@ -57,23 +60,9 @@ def plot_perturbation_curves(fractions, curves, *, title: str | None = None, yla
     return figure
 
 
-def rank_values(values: np.ndarray) -> np.ndarray:
-    """Ranks starting at 0, ties sharing their average rank.
-
-    >>> rank_values(np.array([3.0, 1.0, 3.0]))
-    array([1.5, 0. , 1.5])
-    """
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values))
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return sums[inverse] / counts[inverse]
-
-
 def correlate_ranks(maps) -> np.ndarray:
-    """Spearman rank correlation between every pair of same-shaped score maps: (n_maps, n_maps). A constant map
-    correlates with nothing (NaN off the diagonal).
+    """Spearman rank correlation (``scipy.stats.spearmanr``, ties ranked by their mean) between every pair of
+    same-shaped score maps: (n_maps, n_maps). A constant map correlates with nothing (NaN off the diagonal).
 
     >>> correlate_ranks([np.arange(4.0), np.arange(4.0) ** 2, -np.arange(4.0)]).round(2).tolist()[0]
     [1.0, 1.0, -1.0]
@@ -82,11 +71,12 @@ def correlate_ranks(maps) -> np.ndarray:
     shapes = {array.shape for array in arrays}
     if len(shapes) > 1:
         raise ValueError(f"maps to compare must share one patch grid, got shapes {sorted(shapes)}")
-    ranks = np.array([rank_values(array.ravel()) for array in arrays])
-    centred = ranks - ranks.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(centred, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        matrix = centred @ centred.T / np.outer(norms, norms)
+    values = np.array([array.ravel() for array in arrays], dtype=np.float64)  # (n_maps, n_scores)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):  # a constant map: NaN, by design
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        matrix = np.atleast_2d(spearmanr(values, axis=1).statistic).astype(np.float64)
+    if len(values) == 2 and matrix.shape != (2, 2):  # scipy gives one number for a pair
+        matrix = np.array([[1.0, matrix.item()], [matrix.item(), 1.0]])
     np.fill_diagonal(matrix, 1.0)
     return matrix
 
