@@ -233,7 +233,7 @@ def test_bad_input_shows_in_the_status(explorer, tmp_path):
     assert explorer.status.error is not None and not explorer.run_button.disabled
 
 
-def test_a_head_toggle_is_quick(explorer):
+def test_a_head_toggle_records_what_it_cost(explorer):
     """Not a timed assertion (benchmarks print numbers): the explorer keeps what a click cost."""
     worst = min(explorer.sweep["effects"], key=lambda e: e["delta"])
     explorer.heads.buttons[worst["site"], worst["head"]].click()
