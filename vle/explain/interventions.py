@@ -185,7 +185,9 @@ def hidden_sites(model) -> list[str]:
     return [f"fusion.{stream}.{i}.hidden" for stream in ("text", "image") for i in range(layers)]
 
 
-def _record(model, inputs: dict, sites) -> dict[str, torch.Tensor]:
+def record(model, inputs: dict, sites, **run) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One run of ``inputs`` (with ``run``'s extra arguments, e.g. ``pooled_only``) keeping the output of each site:
+    (site → (batch, len, H), the run's logits)."""
     outputs = {}
 
     def keep(site):
@@ -193,19 +195,29 @@ def _record(model, inputs: dict, sites) -> dict[str, torch.Tensor]:
             outputs[site] = output[0].detach().clone()
         return hook
     with hooked([(site_module(model, site)[0], keep(site)) for site in sites]), torch.no_grad():
-        model(**inputs)
-    return outputs
+        logits = model(**inputs, **run).logits
+    return outputs, logits
+
+
+def with_image_features(model, inputs: dict) -> dict:
+    """The inputs with the image tower's output in place of the pixels (computed without gradients), so that runs
+    which change only the fusion skip the tower."""
+    batch = dict(inputs)
+    if "pixel_values" in batch:
+        with torch.no_grad():
+            batch["image_features"] = base_model(model).get_image_features(batch.pop("pixel_values"))
+    return batch
 
 
 def record_heads(model, inputs: dict, sites=None) -> dict[str, torch.Tensor]:
     """Each attention site's output (its heads' outputs side by side) on one run of ``inputs``: site → (batch,
     query_len, H), the ``source`` of ``ablate(mode="resample")``."""
-    return _record(model, inputs, list(sites) if sites is not None else attention_sites(model))
+    return record(model, inputs, list(sites) if sites is not None else attention_sites(model))[0]
 
 
 def record_states(model, inputs: dict) -> dict[str, torch.Tensor]:
     """Every fusion layer's output states of one run of ``inputs``: ``fusion.{stream}.{i}.hidden`` → (batch, len, H)."""
-    return _record(model, inputs, hidden_sites(model))
+    return record(model, inputs, hidden_sites(model))[0]
 
 
 @contextmanager

@@ -34,19 +34,9 @@ import torch
 from scipy.stats import spearmanr
 
 from ..errors import InputError
-from .interventions import (_head_slices, ablate, attention_sites, hidden_sites, hooked, patch, record_heads,
-                            record_states, recovered_fraction, replace_heads, site_module)
-from .recorder import base_model
+from .interventions import (_head_slices, ablate, attention_sites, hidden_sites, hooked, patch, record,
+                            recovered_fraction, replace_heads, site_module, with_image_features)
 from .sweep import FusionTrace
-
-
-def _with_features(model, inputs: dict) -> dict:
-    """The inputs with the image tower's output in place of the pixels (computed without gradients)."""
-    batch = dict(inputs)
-    if "pixel_values" in batch:
-        with torch.no_grad():
-            batch["image_features"] = base_model(model).get_image_features(batch.pop("pixel_values"))
-    return batch
 
 
 def _check_pair(clean: dict, corrupted: dict) -> None:
@@ -83,10 +73,9 @@ def exact_patching(model, clean: dict, corrupted: dict, answer: int | None = Non
     site (and ``head``, None for a layer's output) the change of the metric (``effect``) and ``recovered``."""
     _check_pair(clean, corrupted)
     sites = list(sites) if sites is not None else attention_sites(model)
-    clean, corrupted = _with_features(model, clean), _with_features(model, corrupted)
-    heads, states = record_heads(model, clean, sites), record_states(model, clean)
+    clean, corrupted = with_image_features(model, clean), with_image_features(model, corrupted)
+    recorded, clean_logits = record(model, clean, sites + hidden_sites(model))  # heads and layer outputs, one run
     with torch.no_grad():
-        clean_logits = model(**clean).logits
         trace = FusionTrace(model, corrupted) if FusionTrace.supports(model, corrupted) else None
         corrupted_logits = trace.logits if trace is not None else model(**corrupted).logits
         answer, foil = _targets(clean_logits, corrupted_logits, answer, foil)
@@ -96,17 +85,17 @@ def exact_patching(model, clean: dict, corrupted: dict, answer: int | None = Non
             module = site_module(model, site)[0]
             if trace is not None:
                 attended = trace.attended[site]
-                patched = torch.cat([replace_heads(attended, _head_slices(module, [h]), heads[site], site)
+                patched = torch.cat([replace_heads(attended, _head_slices(module, [h]), recorded[site], site)
                                      for h in range(module.num_heads)])
                 metrics = _difference(trace.logits_with(site, patched), answer, foil).tolist()
             else:
                 metrics = []
                 for h in range(module.num_heads):
-                    with ablate(model, {site: [h]}, mode="resample", source=heads):  # the clean run's head
+                    with ablate(model, {site: [h]}, mode="resample", source=recorded):  # the clean run's head
                         metrics.append(float(_difference(model(**corrupted).logits[0], answer, foil)))
             effects += [{"site": site, "head": h, "effect": m - base} for h, m in enumerate(metrics)]
         for site in hidden_sites(model):
-            with patch(model, states, sites=[site]):
+            with patch(model, recorded, sites=[site]):
                 effects.append({"site": site, "head": None,
                                 "effect": float(_difference(model(**corrupted).logits[0], answer, foil)) - base})
     return _result(answer, foil, float(_difference(clean_logits[0], answer, foil)), base, effects)
@@ -123,12 +112,6 @@ def _frozen(model):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-def _keep(into: dict, site: str):
-    def hook(_module, _args, output):
-        into[site] = output[0].detach()
-    return hook
 
 
 def _keep_with_gradient(into: dict, site: str):
@@ -148,10 +131,9 @@ def attribution_patching(model, clean: dict, corrupted: dict, answer: int | None
     _check_pair(clean, corrupted)
     sites = list(sites) if sites is not None else attention_sites(model)
     every = sites + hidden_sites(model)
-    clean, corrupted = _with_features(model, clean), _with_features(model, corrupted)
-    recorded, kept = {}, {}
-    with hooked([(site_module(model, s)[0], _keep(recorded, s)) for s in every]), torch.no_grad():
-        clean_logits = model(**clean, pooled_only=model.reads_pooled_only()).logits
+    clean, corrupted = with_image_features(model, clean), with_image_features(model, corrupted)
+    recorded, clean_logits = record(model, clean, every, pooled_only=model.reads_pooled_only())
+    kept = {}
     with _frozen(model), torch.enable_grad(), \
             hooked([(site_module(model, s)[0], _keep_with_gradient(kept, s)) for s in every]):
         corrupted_logits = model(**corrupted, pooled_only=model.reads_pooled_only()).logits

@@ -20,18 +20,16 @@ Example:
 
 from __future__ import annotations
 
-import re
-
 import torch
 from tqdm.auto import tqdm
 
-from .interventions import _head_slices, _replacements, ablate, attention_sites, hooked, replace_heads, site_module
+from .interventions import (SITE, _head_slices, _replacements, ablate, attention_sites, hooked, replace_heads,
+                            site_module, with_image_features)
 from .recorder import base_model
 
 # Heads whose logits are one module applied to the pooled pair: task → that module's attribute name. A head not
 # listed here is swept by full runs instead (``FusionTrace.supports``).
 POOLED_HEADS = {"vqa": "vqa_classifier"}
-_SITE = re.compile(r"^fusion\.(text|image)\.(\d+)\.(self_attention|cross_attention)$")
 _OTHER = {"text": "image", "image": "text"}
 
 
@@ -112,7 +110,7 @@ class FusionTrace:
     def logits_with(self, site: str, attended: torch.Tensor) -> torch.Tensor:
         """(batch, classes): the run again with ``site``'s attention output replaced by ``attended`` (batch,
         query_len, H), one rerun per row, from that block on (``rows_per_rerun`` rows at a time)."""
-        match = _SITE.match(site)
+        match = SITE.match(site)
         if match is None or site not in self.attended:
             raise ValueError(f"{site!r} is not an attention site of this trace")
         if len(attended) > self.rows_per_rerun:
@@ -196,11 +194,9 @@ def ablation_sweep(model, inputs: dict, answer: int | None = None, sites=None, m
     heads of a short sequence together), else each head is one run of the fusion. ``progress``: a bar over the sites
     (a sweep of vle-base takes minutes on a CPU)."""
     sites = list(sites) if sites is not None else attention_sites(model)
-    batch = dict(inputs)
+    batch = with_image_features(model, inputs)
     replacements = _replacements(model, {site: "all" for site in sites}, mode, means, source)
     with torch.no_grad():
-        if "pixel_values" in batch:
-            batch["image_features"] = base_model(model).get_image_features(batch.pop("pixel_values"))
         trace = FusionTrace(model, batch) if FusionTrace.supports(model, batch) else None
         logits = trace.logits if trace is not None else model(**batch).logits
         probabilities = logits.float().softmax(-1)[0]
