@@ -174,7 +174,7 @@ class WhatIfExplorer(RunsWhenShown, W.VBox, Quiet):
             inputs = self.session.prepare(image, question)
             logits = answer_logits(self.model, inputs)
             index = int(logits.argmax())
-            explanation = self.session.explain(inputs, target=self._answer(index), method=self.method.value)
+            explanation = self.session.explain(inputs, answer=index, method=self.method.value)
             status.step("sweeping the attention heads …")
             sweep = ablation_sweep(self.model, model_inputs(inputs), index, mode=self.mode.value,
                                    means=self._reference() if self.mode.value == "mean" else None)
@@ -200,9 +200,6 @@ class WhatIfExplorer(RunsWhenShown, W.VBox, Quiet):
             self.update_after()
 
     # -- the intervened run ------------------------------------------------------------------------------------------
-
-    def _answer(self, index: int) -> VQAAnswer:
-        return VQAAnswer(index, str(self.model.config.id2label[index]))
 
     def _reference(self):
         if self._means is None:  # held-out shapes questions, as the command line's mean ablation uses
@@ -230,7 +227,7 @@ class WhatIfExplorer(RunsWhenShown, W.VBox, Quiet):
                 logits = answer_logits(self.model, inputs)
                 index = int(logits.argmax())
                 try:
-                    explanation, why = self.session.explain(inputs, target=self._answer(index),
+                    explanation, why = self.session.explain(inputs, answer=index,
                                                             method=self.method.value), ""
                 except Exception as error:  # noqa: BLE001  (the answer stands; the picture says why it is bare)
                     explanation, why = None, describe_error(error)
@@ -259,7 +256,7 @@ class WhatIfExplorer(RunsWhenShown, W.VBox, Quiet):
             with timed(self.timings, what if what == "toggle" else "intervene"):
                 if what == "method" and self.method.value not in self.before["explanations"]:
                     self.before["explanations"][self.method.value] = self.session.explain(
-                        self.before["inputs"], target=self._answer(self.before["index"]), method=self.method.value)
+                        self.before["inputs"], answer=self.before["index"], method=self.method.value)
                     self._render_before()
                 if what == "mode" and self.sweep is not None and self.sweep["mode"] != self.mode.value:
                     self.sweep_note.value = (f"<i>the grid shows the {self.sweep['mode']} sweep: press Run to sweep "
