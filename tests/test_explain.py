@@ -284,7 +284,7 @@ def test_unsupported_pairs_say_what_works(vqa, inputs, processor, image):
 
 def test_integrated_gradients_is_complete_within_its_delta(vqa, inputs):
     from vle.explain.inputs import background_fill
-    from vle.explain.methods.integrated_gradients import text_baseline
+    from vle.explain.embedding_forward import text_baseline
 
     target = VQAAnswer(1)
     forward = TargetForward(vqa, inputs, target)

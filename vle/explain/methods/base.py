@@ -7,6 +7,7 @@ turns that into an ``Explanation``.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -25,6 +26,20 @@ def as_numpy(value):
         return value
     value = value.detach().cpu()
     return (value.float() if value.is_floating_point() else value).numpy()
+
+
+@contextmanager
+def seeded(seed: int):
+    """Torch's and numpy's global random generators seeded for the block and restored after (Captum's sampling
+    methods draw from both), so a sampling method gives the same scores for the same call."""
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            np.random.seed(int(seed))
+            yield
+    finally:
+        np.random.set_state(state)
 
 
 @dataclass
@@ -93,7 +108,7 @@ class Method:
                 if check_int(value, where) not in range(-heads, heads):
                     raise InputError(f"method {self.name!r}: head {value} is out of range: the fusion layers have "
                                      f"{heads} attention heads (0..{heads - 1})")
-            elif key in ("n_steps", "patch_window", "batch_size"):
+            elif key in ("n_steps", "patch_window", "batch_size", "n_samples"):
                 check_int(value, where, low=1)
             elif isinstance(self.options.get(key), bool) and not isinstance(value, bool):
                 raise InputError(f"{where} must be True or False, got {value!r}")

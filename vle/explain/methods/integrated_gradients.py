@@ -1,10 +1,12 @@
-"""Integrated gradients (Captum ``LayerIntegratedGradients``) on the token embeddings and the patch embeddings
-jointly: one path from a baseline (text pieces replaced by padding, special tokens kept; a flat image of the input's
-median colour, ``background_fill``: the background in the shapes world, so only objects differ from the baseline) to
-the input, ``n_steps`` points evaluated ``internal_batch_size`` at a time, so peak memory is bounded by the batch size,
-not by the step count (``auto``: 8, or 2 for a wide model on the CPU, ``resolve_batch``). Signed; the scores of a
-piece or patch are its attribution summed over channels, and the sum of all scores equals score(input) -
-score(baseline) up to the ``convergence_delta`` reported in the metadata. Box tokens (VCR) get no score of their own.
+"""Integrated gradients (Captum ``IntegratedGradients`` through ``EmbeddingForward``) on the token embeddings, the
+patch embeddings and, for VCR items, the box tokens jointly: one path from a baseline (text pieces replaced by
+padding, special tokens kept; a flat image of the input's median colour, ``background_fill``: the background in the
+shapes world, so only objects differ from the baseline; the boxes of that blank image) to the input, ``n_steps``
+points evaluated ``internal_batch_size`` at a time, so peak memory is bounded by the batch size, not by the step
+count (``auto``: 8, or 2 for a wide model on the CPU, ``resolve_batch``). Every head, VCR included (each choice's
+tokens are inputs; a contrast of two choices reads both). Signed; the scores of a piece, patch or box are its
+attribution summed over channels, and the sum of all scores equals score(input) - score(baseline) up to the
+``convergence_delta`` reported in the metadata. The weights get no gradients (only the path's activations do).
 
 ``precision="bfloat16"`` runs the path under bfloat16 autocast (matrix products in bfloat16, reductions and
 normalisations in float32). The default, ``auto``, does so where it pays: on a device with bfloat16 matrix units (a CPU
@@ -20,12 +22,11 @@ from __future__ import annotations
 import warnings
 
 import torch
-from captum.attr import LayerIntegratedGradients
+from captum.attr import IntegratedGradients as CaptumIG
 
 from ...errors import InputError
-from ..inputs import background_fill, model_device
-from ..recorder import base_model
-from ..wrapper import TargetForward
+from ..embedding_forward import EmbeddingForward, frozen_parameters
+from ..inputs import model_device
 from .base import Attribution, Method, register
 
 # the smallest fusion hidden size of a "wide" model, for which ``auto`` picks bfloat16 autocast on bfloat16-capable
@@ -72,17 +73,9 @@ def resolve_batch(batch, model, device: torch.device) -> int:
     return batch
 
 
-def text_baseline(input_ids: torch.Tensor, special_ids, pad_id: int) -> torch.Tensor:
-    keep = torch.zeros_like(input_ids, dtype=torch.bool)
-    for special in special_ids:
-        keep |= input_ids == special
-    return torch.where(keep, input_ids, torch.full_like(input_ids, pad_id))
-
-
 @register
 class IntegratedGradients(Method):
     name = "integrated_gradients"
-    heads = frozenset({"vqa", "itm", "pbc"})  # VCR fuses C sequences per image: Captum's layer batching does not fit
     signed = True
     needs_image_tower = True
     options = {"n_steps": 32, "internal_batch_size": "auto", "integration": "gausslegendre", "precision": "auto"}
@@ -92,37 +85,28 @@ class IntegratedGradients(Method):
         precision = resolve_precision(self.settings["precision"], model, device)
         batch = resolve_batch(self.settings["internal_batch_size"], model, device)
         low = PRECISIONS[precision]
-        vle = base_model(model)
-        layers = [vle.text_model.embeddings.word_embeddings, vle.vision_model.vision_model.embeddings.patch_embedding]
-        ids, pixels = inputs.model_inputs["input_ids"], inputs.model_inputs["pixel_values"]
-        pad_id = model.config.text_config.pad_token_id or 0
-        forward = TargetForward(model, inputs, target)
-        with warnings.catch_warnings():  # the two embedding layers are independent, as Captum asks
-            warnings.filterwarnings("ignore", message="Multiple layers provided")
-            ig = LayerIntegratedGradients(lambda i, p: forward(input_ids=i, pixel_values=p), layers)
-        with torch.enable_grad(), torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None):
+        forward = EmbeddingForward(model, inputs, target)
+        with frozen_parameters(model), torch.enable_grad(), \
+                torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None):
             try:
-                (text_attr, patch_attr), delta = ig.attribute(
-                    (ids, pixels), baselines=(text_baseline(ids, inputs.special_ids, pad_id), background_fill(pixels)),
-                    n_steps=self.settings["n_steps"], method=self.settings["integration"],
-                    internal_batch_size=batch, return_convergence_delta=True)
+                attributions, delta = CaptumIG(forward).attribute(
+                    forward.inputs(), baselines=forward.baselines(), n_steps=self.settings["n_steps"],
+                    method=self.settings["integration"], internal_batch_size=batch, return_convergence_delta=True)
             except RuntimeError as error:
-                if "not have been used in the graph" not in str(error):
+                if "does not require grad" not in str(error) and "not have been used in the graph" not in str(error):
                     raise
                 raise InputError("integrated_gradients: the target does not depend on the image or the text here "
                                  "(every path to it is patched or ablated), so there is nothing to attribute") from None
-        text = text_attr.detach()[0].float().sum(-1)  # (text_len,)
-        patches = patch_attr.detach()[0].float().sum(0).reshape(-1)  # (grid * grid,)
-        image = torch.cat([patches, patches.new_zeros(inputs.n_boxes)])
+        image, text, metadata = forward.scores(attributions)
         with torch.no_grad():
-            logits = forward.logits()
+            logits = forward.logits(*forward.inputs())
         score = float(target.score(logits)[0])
-        total, gap = float(text.sum() + patches.sum()), float(delta.abs().max())
+        total, gap = float(image.sum() + text.sum()), float(delta.abs().max())
         if gap > 0.1 * abs(total):
             warnings.warn(f"integrated_gradients: convergence delta {gap:.3g} is {gap / max(abs(total), 1e-12):.0%} of "
                           f"the attribution sum {total:.3g}; raise n_steps (now {self.settings['n_steps']}) for "
                           "scores that add up", stacklevel=2)
         return Attribution(image, text, {
-            "convergence_delta": gap, "n_steps": self.settings["n_steps"],
+            **metadata, "convergence_delta": gap, "n_steps": self.settings["n_steps"],
             "internal_batch_size": batch, "precision": precision,
             "score_at_input": score, "attribution_sum": total}, logits)
