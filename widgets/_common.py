@@ -243,6 +243,18 @@ def score_bar(value: float, width: int = 120, color: str = "#4c72b0") -> str:
             f"<span style='display:block;width:{filled}px;height:10px;background:{color}'></span></span>")
 
 
+def method_note() -> W.HTML:
+    """The default method's caveat (``DEFAULT_METHOD_NOTE``) beside a method list; hidden when there is none."""
+    from vle.explain.session import DEFAULT_METHOD, DEFAULT_METHOD_NOTE
+
+    note = W.HTML(f"<span style='color:#555;font-size:90%'>default {html.escape(DEFAULT_METHOD)}: "
+                  f"{html.escape(DEFAULT_METHOD_NOTE)}</span>", layout=W.Layout(max_width="30em"))
+    note.add_class("vle-method-note")
+    if not DEFAULT_METHOD_NOTE:
+        note.layout.display = "none"
+    return note
+
+
 class Status(W.VBox):
     """A progress bar and a message line. ``run(button, steps)`` wraps heavy work: the button is disabled and the
     bar shown while it runs; an exception is shown here, in words, and the widget stays usable."""

@@ -13,9 +13,10 @@ import ipywidgets as W
 
 from viz import plot_patch_relevance, plot_token_strip, plot_vcr_choices, referenced_objects
 from vle.explain import METHODS, Session, VCRChoice
+from vle.explain.session import DEFAULT_METHOD
 
 from ._common import (DPI, ImagePicker, RunsWhenShown, Status, describe_error, figure_png, fixed_axes, load_session,
-                      picture, scene_names, scene_record, timed)
+                      method_note, picture, scene_names, scene_record, timed)
 
 STAGES = {"answers (Q → A)": "q2a", "rationales (QA → R)": "qa2r"}
 GIVEN = ("the correct answer", "the model's answer")
@@ -47,7 +48,7 @@ class VCRExplorer(RunsWhenShown, W.VBox):
         self.choice = W.Dropdown(options=[(letter, i) for i, letter in enumerate(LETTERS)], value=0,
                                  description="choice")
         methods = Session.methods_for(VCRChoice(0))
-        self.method = W.Dropdown(options=methods, value="coattention_relevance", description="method")
+        self.method = W.Dropdown(options=methods, value=DEFAULT_METHOD, description="method")
         self.opacity = W.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="opacity",
                                      continuous_update=False)
         self.heatmap = picture("vle-heatmap")
@@ -59,8 +60,8 @@ class VCRExplorer(RunsWhenShown, W.VBox):
             control.observe(lambda _: self.explain_choice(), names="value")
         self.opacity.observe(lambda _: self.render(), names="value")
         super().__init__([W.HBox([self.picker, self.given]), self.run_button, self.status, self.choices_q2a,
-                          self.choices_qa2r, W.HBox([self.stage, self.choice, self.method]), self.opacity,
-                          W.HBox([self.heatmap, self.tokens])])
+                          self.choices_qa2r, W.HBox([self.stage, self.choice, self.method, method_note()]),
+                          self.opacity, W.HBox([self.heatmap, self.tokens])])
 
     def _score(self, task: str, annotation: dict, image, record: dict) -> dict:
         session = load_session(self.model_names[task], f"vcr_{task}")

@@ -16,9 +16,10 @@ import ipywidgets as W
 
 from viz import plot_patch_relevance, plot_token_strip
 from vle.explain import METHODS, VQAAnswer, VQAContrast
+from vle.explain.session import DEFAULT_METHOD
 
 from ._common import (DPI, ImagePicker, Quiet, RunsWhenShown, Status, describe_error, figure_png, fixed_axes,
-                      html_table, layer_choices, load_session, picture, score_bar, timed)
+                      html_table, layer_choices, load_session, method_note, picture, score_bar, timed)
 from .llm_panel import LLMPanel
 
 DEFAULT_MODEL = "vle-tiny-shapes-vqa"
@@ -34,7 +35,7 @@ class VQAExplorer(RunsWhenShown, W.VBox, Quiet):
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, image: str | None = "shapes_0", question: str = "",
-                 top_k: int = 5, method: str = "coattention_relevance", llm=None, captioner=None, dpi: int = DPI):
+                 top_k: int = 5, method: str = DEFAULT_METHOD, llm=None, captioner=None, dpi: int = DPI):
 
         self.session = load_session(model, "vqa")  # the model, its processor and the per-image feature cache
         self.model, self.dpi = self.session.model, dpi
@@ -97,7 +98,7 @@ class VQAExplorer(RunsWhenShown, W.VBox, Quiet):
         super().__init__([
             self.picker, W.HBox([self.question, self.top_k, self.run_button]), self.status,
             W.HBox([W.VBox([self.top_answer, self.answers_html], layout=W.Layout(min_width="16em")),
-                    W.VBox([self.target, self.contrast, self.method, W.HBox([self.layer, self.head])])]),
+                    W.VBox([self.target, self.contrast, self.method, method_note(), W.HBox([self.layer, self.head])])]),
             W.HBox([self.opacity, self.grid_lines, self.boxes]),
             W.HBox([self.heatmap, W.VBox([self.info, self.tokens])]),
             W.Accordion([self.llm], titles=("VQA + LLM",)),

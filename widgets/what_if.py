@@ -34,7 +34,7 @@ from vle.explain.sweep import ablation_sweep
 
 from ._clicks import ClickableImage
 from ._common import (DPI, ImagePicker, Quiet, RunsWhenShown, Status, describe_error, figure_png, fixed_axes,
-                      load_session, picture, timed)
+                      load_session, method_note, picture, timed)
 from ._heads import HeadGrid
 from ._what_if_state import Edits, answer_logits, model_inputs, truth_of
 
@@ -153,7 +153,7 @@ class WhatIfExplorer(RunsWhenShown, W.VBox, Quiet):
         patch_box = W.VBox([W.HTML("<b>Patch</b>"), self.patch_on, self.source_picker, self.source_question,
                             self.patch_site, self.positions], layout=section)
         super().__init__([
-            self.picker, W.HBox([self.question, self.method, self.run_button]), self.status,
+            self.picker, W.HBox([self.question, self.method, self.run_button, method_note()]), self.status,
             W.HBox([W.VBox([self.before_text, self.before_picture], layout=side),
                     W.VBox([self.after_text, self.after_picture], layout=side)]),
             self.summary,

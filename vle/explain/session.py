@@ -42,7 +42,11 @@ from .targets import (ITMMatch, PBCPhrase, Target, TopAnswer, VCRChoice, VQAAnsw
                       vqa_answer)
 
 
-DEFAULT_METHOD = "coattention_relevance"  # what explain, contrast and the explorers use unless told otherwise
+# What explain, contrast and the explorers use unless told otherwise: chosen by the faithfulness protocol on selection
+# seeds (docs/explanations.md, "The default method"). When no method was clearly best, the default is the simplest of
+# the best and DEFAULT_METHOD_NOTE says so next to the explorers' method lists (empty when the default is clear).
+DEFAULT_METHOD = "coattention_relevance"
+DEFAULT_METHOD_NOTE = ""
 
 
 class Session:
