@@ -49,7 +49,7 @@ def explain(model, inputs: ExplainInputs, target, method: str = "coattention_rel
     if model.training:
         raise ValueError("put the model in eval mode (model.eval()): dropout makes explanations random")
     started = time.perf_counter()
-    inputs = inputs.for_model(model)
+    inputs = inputs.for_model(model).for_target(target)  # a VCR item's explained choice: its tokens and boxes
     if isinstance(target, TopAnswer) and not runner.reads_one_forward:  # perturbations must keep one answer
         with torch.no_grad():
             target = target.resolve(model, forward(model, inputs, target).logits)

@@ -28,7 +28,7 @@ Example:
     >>> f = EmbeddingForward(model, inputs, VQAAnswer(0, "red"))
     >>> attributions = IntegratedGradients(f).attribute(f.inputs(), baselines=f.baselines(), n_steps=4)
     >>> [tuple(a.shape) for a in attributions]
-    [(1, 5, 32), (1, 16, 32)]
+    [(1, 6, 32), (1, 16, 24)]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class EmbeddingForward:
     def __init__(self, model, inputs, target):
         self.model, self.example, self.target = model, inputs, target
         self.vle = base_model(model)
-        self.has_boxes = inputs.is_vcr and inputs.n_boxes > 0
+        self.has_boxes = inputs.is_vcr and any(len(boxes) for boxes in inputs.model_inputs.get("patch_ids", [[]])[0])
         self._values = self._baselines = None
 
     # -- Captum's inputs -------------------------------------------------------------------------------------------

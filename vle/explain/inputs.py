@@ -51,6 +51,7 @@ class ExplainInputs:
     special_tokens: frozenset = frozenset({"[CLS]", "[SEP]", "[PAD]"})
     special_ids: frozenset = frozenset({0, 1, 2})  # never removed by perturbations, kept by IG's baseline
     image_features: torch.Tensor | None = field(default=None, repr=False)  # (1, 1 + patches, Hv), no gradient
+    sequence: int = 0  # VCR: the explained choice (``for_target``), whose tokens and boxes are shown
 
     @classmethod
     def build(cls, processor, image, text: str, text_pair: str | None = None) -> "ExplainInputs":
@@ -103,14 +104,13 @@ class ExplainInputs:
         patch_ids = self.model_inputs.get("patch_ids")
         if not patch_ids:
             return 0
-        first = patch_ids[0][0] if self.is_vcr else patch_ids[0]
-        return len(first)
+        return len(patch_ids[0][self.sequence] if self.is_vcr else patch_ids[0])
 
     def for_target(self, target) -> "ExplainInputs":
-        """VCR: the tokens shown are those of the target's (first) choice."""
+        """VCR: the tokens and boxes shown are those of the target's (first) choice."""
         if not self.is_vcr:
             return self
-        return replace(self, tokens=self.token_choices[target.sequences[0]])
+        return replace(self, tokens=self.token_choices[target.sequences[0]], sequence=target.sequences[0])
 
     def sequence_tokens(self, sequence: int) -> tuple[str, ...]:
         return self.token_choices[sequence] if self.is_vcr else self.tokens
