@@ -274,7 +274,7 @@ def part_checks(questions: int) -> None:
     pointing = {n: faithfulness(n=200, methods=ATTENTION_METHODS, model=models[n], processor=processor,
                                 progress=False) for n in models}
     for method in ATTENTION_METHODS:
-        a, b = (pointing[n][method]["pointing_game"] for n in models)
+        a, b = (pointing[n][method]["pointing_game"]["value"] for n in models)
         print(f"  {method:<24} pointing game float32 {a:.3f}  bfloat16 {b:.3f}  difference {b - a:+.3f}")
     print("  (200 questions of the faithfulness benchmark)")
 

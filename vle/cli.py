@@ -11,7 +11,8 @@
     vle-workbench demo     (the main job: a VQA run with the embedded model on a scene from pics/)
     vle-workbench train --out DIR [--recipe full|teaching]
     vle-workbench evaluate [--seed S] [--n N] [--json]
-    vle-workbench faithfulness [--seed S] [--n N] [--json]   (explanation methods: faithfulness and localisation)
+    vle-workbench faithfulness [--seeds S1,S2 | --seed S] [--n N] [--methods M1,M2] [--vcr N] [--by-family] [--json]
+                        (explanation methods: faithfulness and localisation, with 95% intervals)
     vle-workbench counterfactual [--seed S] [--n N] [--methods M1,M2] [--json]
                         (each object removed in turn: answer changes, and how well methods rank the removals)
     vle-workbench batch --data shapes|vqa2|vcr|jsonl|hf ... --out RUN [--methods M1,M2] [--batch-size B]
@@ -78,6 +79,24 @@ def whole_number(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def whole_number_from(low: int):
+    """An option type for a whole number of at least ``low``."""
+    def check(text: str) -> int:
+        value = whole_number(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return check
+
+
+def seed_list(text: str) -> list[int]:
+    """Comma-separated whole numbers, e.g. ``1000003,2000000``."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds such as 1000003,2000000, got {text!r}")
+    return [whole_number(part) for part in parts]
 
 
 def positive_seconds(text: str) -> float:
@@ -250,12 +269,13 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_faithfulness(args) -> None:
-    from .shapes.faithfulness import DEFAULT_MODEL, DEFAULT_QUESTIONS, faithfulness, format_table  # heavy: torch
+    from .shapes.faithfulness import DEFAULT_MODEL, DEFAULT_QUESTIONS, DEFAULT_VCR_MODEL, faithfulness, format_table
 
-    n = DEFAULT_QUESTIONS if args.n is None else args.n
-    results = faithfulness(seed=args.seed, n=n, model=args.model or DEFAULT_MODEL, progress=not args.json,
-                           dtype=args.dtype)
-    print(dumps(results) if args.json else format_table(results))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else None
+    results = faithfulness(seed=args.seed, seeds=args.seeds, n=DEFAULT_QUESTIONS if args.n is None else args.n,
+                           methods=methods, model=args.model or DEFAULT_MODEL, progress=not args.json,
+                           dtype=args.dtype, vcr=args.vcr, vcr_model=args.vcr_model or DEFAULT_VCR_MODEL)
+    print(dumps(results) if args.json else format_table(results, by_family=args.by_family))
 
 
 def cmd_counterfactual(args) -> None:
@@ -414,10 +434,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--models", default=None, help="a training output folder instead of the shipped models")
     faithful = add("faithfulness", cmd_faithfulness, "faithfulness and localisation of every explanation method")
-    faithful.add_argument("--seed", type=whole_number, default=None, help="first held-out scene seed (>= 1000000)")
+    seeds = faithful.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=seed_list, default=None,
+                       help="comma-separated first scene seeds (>= 1000000), pooled: each takes --n scenes")
+    seeds.add_argument("--seed", type=whole_number, default=None, help="one first scene seed (--seeds S)")
     faithful.add_argument("--n", type=positive_int, default=None,
-                          help="number of held-out questions, one per scene (default 200)")
-    faithful.add_argument("--json", action="store_true", help="print one JSON object keyed by method")
+                          help="held-out questions per seed, one per scene (default 200)")
+    faithful.add_argument("--methods", default=None,
+                          help="comma-separated explanation methods (default: every registered one that explains "
+                               "VQA answers)")
+    faithful.add_argument("--vcr", type=whole_number_from(0), default=0,
+                          help="VCR Q->A items per seed for the VCR table (default 0: none)")
+    faithful.add_argument("--vcr-model", default=None, help="the VCR Q->A model (default vle-tiny-shapes-vcr-q2a)")
+    faithful.add_argument("--by-family", action="store_true", help="also print per-family tables")
+    faithful.add_argument("--json", action="store_true",
+                          help="print one JSON object: per method each metric as {value, low, high}, paired, "
+                               "by_family, vcr, default")
     counterfactual = add("counterfactual", cmd_counterfactual,
                          "the object-removal study: answer changes and methods' removal correlation")
     counterfactual.add_argument("--seed", type=whole_number, default=None,

@@ -1,51 +1,54 @@
-"""The faithfulness benchmark on held-out shapes-world VQA questions: ``vle-workbench faithfulness [--seed S] [--n N]
-[--json]``. Scenes ``S .. S+N-1`` (held-out seeds, as in ``vle-workbench evaluate``), one VQA question per scene, the
-model's own answer explained by every method that enters (``benchmark_methods``), scored by the generic metrics:
+"""The faithfulness benchmark on held-out shapes-world questions: ``vle-workbench faithfulness [--seeds S1,S2 |
+--seed S] [--n N] [--methods a,b] [--vcr N] [--by-family] [--json]``.
 
-- perturbation curves and their AUCs (``vle.explain.faithfulness``), image patches and text tokens, both orders;
+For each seed S, scenes ``S .. S+N-1`` (held-out seeds, as in ``vle-workbench evaluate``), one VQA question per
+scene, the model's own answer explained by every method that enters (``benchmark_methods``), and scored per question
+(``faithfulness_metrics``):
+
+- perturbation curves and their AUCs (``vle.explain.faithfulness``), image patches and text tokens, deleted most or
+  least relevant first (``pos``, ``neg``) and inserted most relevant first (``ins``);
 - pointing game: the top patch lies on an evidence object (a patch it covers by at least a quarter);
 - relevance mass: the share of positive patch relevance inside the evidence masks (coverage-weighted)
-  (``vle.metrics.localisation``).
+  (``vle.metrics.localisation``);
+- removal correlation: Spearman's rho between each object's relevance and the drop in the answer's probability when
+  it is removed (the removals run once per question, shared by every method; as in ``removal.py``).
+
+The rows pool over the seeds; ``faithfulness_stats`` turns them into means with 95% bootstrap intervals, paired
+differences between methods, per-family means and the default-method choice. ``--vcr N`` adds the same table for N
+VCR Q->A items per seed (``faithfulness_vcr``). A method that fails on a question is recorded, not fatal.
+
+>>> results = faithfulness(n=2, methods=["raw_attention", "rollout"], progress=False)
+>>> results["methods"], sorted(results["rollout"]["pointing_game"]), list(results["paired"])
+(['raw_attention', 'rollout'], ['high', 'low', 'value'], ['raw_attention - rollout'])
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
+from ..errors import InputError, check_int
 from ..explain.core import explain
-from ..explain.faithfulness import auc, perturbation_curve
 from ..explain.inputs import ExplainInputs, ImageFeatureCache
 from ..explain.methods import METHODS
-from ..explain.targets import VQAAnswer, vqa_answer
-from ..explain.wrapper import TargetForward
+from ..explain.targets import VCRChoice, VQAAnswer, vqa_answer
 from ..hub import resolve_model_path
-from ..metrics import localisation
-from ..modeling_vle import VLEForVQA
+from ..modeling_vle import VLEForVCRQ2A, VLEForVQA
 from ..processing_vle import VLEProcessor
 from .data import HELD_OUT_SEED, ScenePool, normalize
 from .evaluate import DEFAULT_SEED
+from .faithfulness_metrics import evidence_masks, guarded, object_relevance, object_removals, removal_rho, score
+from .faithfulness_stats import choose_default, summarise
+from .faithfulness_tables import format_table
+from .faithfulness_vcr import DEFAULT_VCR_MODEL, vcr_rows
 from .tasks import make_vqa
-from .world import object_patches, patch_coverage
 
 DEFAULT_MODEL = "vle-tiny-shapes-vqa"
 # questions per evaluation: the attention methods' pointing games are close, and telling them apart takes a few
 # hundred questions (docs/explanations.md)
 DEFAULT_QUESTIONS = 200
-
-
-def evidence_masks(scene, evidence, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(hit patches, coverage), both (grid, grid), of the evidence objects of ``scene``: the patches an evidence
-    object covers by at least a quarter, and the fraction of each patch the evidence covers."""
-    hit_patches = np.zeros((scene.image_size // patch_size,) * 2, dtype=bool)
-    union = np.zeros((scene.image_size, scene.image_size), dtype=bool)
-    for index in evidence:
-        hit_patches |= object_patches(scene, index, patch_size)
-        union |= scene.objects[index].mask
-    return hit_patches, patch_coverage(union, patch_size)
+__all__ = ["DEFAULT_MODEL", "DEFAULT_QUESTIONS", "DEFAULT_VCR_MODEL", "benchmark_methods", "check_methods",
+           "check_seeds", "evidence_masks", "examples", "faithfulness", "format_table", "load_model", "vqa_rows"]
 
 
 def examples(seed: int, n: int, processor, progress: bool = False):
@@ -57,89 +60,121 @@ def examples(seed: int, n: int, processor, progress: bool = False):
         yield scene, example, ExplainInputs.from_batch(batch, processor)
 
 
-def benchmark_methods() -> list[str]:
-    """Every registered method that explains VQA answers, unless it opts out (``Method.benchmark = False``), in
-    registration order."""
-    return [name for name, cls in METHODS.items() if cls.benchmark and cls.supports(VQAAnswer(0))]
+def benchmark_methods(target=VQAAnswer(0)) -> list[str]:
+    """Every registered method that explains ``target``'s kind (default: VQA answers), unless it opts out
+    (``Method.benchmark = False``), in registration order."""
+    return [name for name, cls in METHODS.items() if cls.benchmark and cls.supports(target)]
+
+
+def check_methods(methods) -> list[str]:
+    """Registered methods that explain VQA answers (default: the benchmark's), refused by name."""
+    if methods is None:
+        return benchmark_methods()
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise InputError("methods is empty: name at least one explanation method")
+    for name in methods:
+        if name not in METHODS:
+            raise InputError(f"unknown explanation method {name!r}; choose one of {', '.join(METHODS)}")
+        if not METHODS[name].supports(VQAAnswer(0)):
+            raise InputError(f"the method {name!r} does not explain VQA answers")
+    if len(set(methods)) < len(methods):
+        raise InputError(f"methods {', '.join(methods)}: name each method once")
+    return methods
+
+
+def check_seeds(seed=None, seeds=None, n: int = DEFAULT_QUESTIONS) -> list[int]:
+    """The first scene seed of each block of ``n`` scenes (``seed`` is one seed, ``seeds`` several; default
+    ``DEFAULT_SEED``): held out, and no two blocks sharing a scene."""
+    if seed is not None and seeds is not None:
+        raise InputError("give --seed or --seeds, not both (--seed S is --seeds S)")
+    seeds = [DEFAULT_SEED] if seed is None and seeds is None else [seed] if seeds is None else seeds
+    seeds = [check_int(s, "seed") for s in ([seeds] if isinstance(seeds, (int, np.integer)) else seeds)]
+    if not seeds:
+        raise InputError("seeds is empty: give at least one held-out seed")
+    for s in seeds:
+        if s < HELD_OUT_SEED:
+            raise InputError(f"evaluation seeds must be held out: use a seed >= {HELD_OUT_SEED}, got {s}")
+    if len(set(seeds)) < len(seeds):
+        raise InputError(f"seeds {', '.join(map(str, seeds))}: give each seed once")
+    ordered = sorted(seeds)
+    for a, b in zip(ordered, ordered[1:]):
+        if b - a < n:
+            raise InputError(f"seeds {a} and {b} share scenes: each seed takes scenes S..S+{n - 1} (--n {n}), so "
+                             f"space the seeds at least {n} apart")
+    return seeds
+
+
+def load_model(model, processor, head_class, dtype):
+    """(model, processor): a name or folder loaded as ``head_class`` in eval mode, or a loaded model and its
+    processor."""
+    if isinstance(model, str):
+        path = resolve_model_path(model)
+        return head_class.from_pretrained(path, dtype=dtype).eval(), processor or VLEProcessor.from_pretrained(path)
+    if processor is None:
+        raise InputError("a model given as an object needs its processor (processor=...)")
+    return model, processor
+
+
+def vqa_rows(seeds, n: int, methods, model, processor, cache, progress: bool = True) -> list[dict]:
+    """One row per question (the layout of ``faithfulness_stats``): ``seed``, ``scene``, ``family``, ``question``,
+    ``answer``, ``predicted``, each method's metrics (``methods``), and its failure or warning, if any."""
+    rows = []
+    with tqdm(total=n * len(seeds), desc="faithfulness", disable=not progress) as bar:
+        for seed in seeds:
+            for scene, example, inputs in examples(seed, n, processor):
+                inputs = inputs.for_model(model)
+                inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
+                rows.append(_vqa_row(model, inputs, scene, example, methods, seed))
+                bar.update()
+    return rows
+
+
+def _vqa_row(model, inputs, scene, example, methods, seed) -> dict:
+    effects = object_removals(model, inputs, scene, example)  # once per question, whatever the number of methods
+    target, truth = vqa_answer(model, effects.predicted), vqa_answer(model, example.answer).index
+    drop = [removal["drop"] for removal in effects.removals]
+    row = {"seed": seed, "scene": scene.seed, "family": example.family, "question": example.question,
+           "answer": example.answer, "predicted": target.answer, "methods": {}, "failed": {}, "warned": {}}
+    curves = {}  # perturbed inputs the methods share run once
+
+    def scored(name):
+        explanation = explain(model, inputs, target, name)
+        metrics = score(model, inputs, target, truth, explanation, scene, example.evidence, curves)
+        rho = removal_rho(object_relevance(effects.coverage, explanation.patch_scores), drop)
+        return metrics if rho is None else {**metrics, "removal_correlation": rho}
+
+    for name in methods:
+        guarded(row, name, lambda name=name: scored(name))
+    return row
 
 
 def faithfulness(seed: int | None = None, n: int = DEFAULT_QUESTIONS, methods=None, model=DEFAULT_MODEL,
-                 processor=None, progress: bool = True, dtype="float32") -> dict:
-    """Every method (default: ``benchmark_methods()``) over ``n`` held-out questions: a dict keyed by method name,
-    plus ``n_examples``."""
-    seed = DEFAULT_SEED if seed is None else seed
-    if seed < HELD_OUT_SEED:
-        raise ValueError(f"evaluation seeds must be held out: use a seed >= {HELD_OUT_SEED}, got {seed}")
-    if n < 1:
-        raise ValueError("n must be at least 1")
-    methods = benchmark_methods() if methods is None else list(methods)
-    if isinstance(model, str):
-        path = resolve_model_path(model)
-        model = VLEForVQA.from_pretrained(path, dtype=dtype).eval()
-        processor = processor or VLEProcessor.from_pretrained(path)
-    rows, cache = defaultdict(lambda: defaultdict(list)), ImageFeatureCache()
-    for scene, example, inputs in tqdm(examples(seed, n, processor), total=n, desc="faithfulness",
-                                       disable=not progress):
-        inputs = inputs.for_model(model)
-        inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
-        with torch.no_grad():
-            predicted = int(TargetForward(model, inputs, vqa_answer(model, 0)).logits().argmax())
-        target, truth = vqa_answer(model, predicted), vqa_answer(model, example.answer).index
-        for name in methods:
-            _score(rows[name], model, inputs, target, truth, scene, example, name)
-    return summarise(rows, n)
-
-
-def _score(row, model, inputs, target, truth, scene, example, method) -> None:
-    explanation = explain(model, inputs, target, method)
-    row["seconds"].append(explanation.metadata["seconds"])
-    row["probability"].append(explanation.metadata["target_probability"])
-    row["correct"].append(float(target.index == truth))
-    for modality, scores in (("image", explanation.patch_scores), ("text", explanation.token_scores)):
-        for order in ("pos", "neg"):
-            curve = perturbation_curve(model, inputs, target, scores, modality, order, truth)
-            row[f"{order}_auc_{modality}"].append(auc(curve))
-            row[f"{order}_auc_{modality}_accuracy"].append(auc(curve, "correct"))
-    if example.evidence:
-        hit, mass = localisation(explanation.patch_scores, *evidence_masks(scene, example.evidence,
-                                                                          model.config.patch_size))
-        row["pointing_game"].append(hit)
-        row["relevance_mass"].append(mass)
-        if len(example.evidence) == 1:
-            row["pointing_game_single"].append(hit)
-
-
-def summarise(rows: dict, n: int) -> dict:
-    results = {}
-    for name, row in rows.items():
-        mean = lambda key: float(np.mean(row[key])) if row[key] else float("nan")  # noqa: E731
-        results[name] = {
-            "pointing_game": mean("pointing_game"), "pointing_game_single": mean("pointing_game_single"),
-            "relevance_mass": mean("relevance_mass"),
-            **{f"{o}_auc_{m}{s}": mean(f"{o}_auc_{m}{s}") for s in ("", "_accuracy") for m in ("image", "text")
-               for o in ("pos", "neg")},
-            "seconds_per_example": mean("seconds"), "unperturbed_probability": mean("probability"),
-            "unperturbed_accuracy": mean("correct"), "n_examples": n, "n_localised": len(row["pointing_game"]),
-            "n_single_object": len(row["pointing_game_single"]),
-        }
-    results["n_examples"] = n
+                 processor=None, progress: bool = True, dtype="float32", seeds=None, vcr: int = 0,
+                 vcr_model=DEFAULT_VCR_MODEL, vcr_processor=None) -> dict:
+    """Every method (default: ``benchmark_methods()``) over ``n`` held-out questions per seed (``seeds``, or one
+    ``seed``), pooled: ``faithfulness_stats.summarise`` of the rows, with ``seeds``, ``n_per_seed``, ``model``,
+    ``default`` (``choose_default``) and, with ``vcr`` items per seed, a ``vcr`` section of the same layout (on
+    ``vcr_model``, by the methods given that explain VCR choices; default: ``benchmark_methods(VCRChoice(0))``).
+    Arguments are checked before a model loads."""
+    n = check_int(n, "n (questions per seed)", low=1)
+    vcr = check_int(vcr, "vcr (VCR items per seed)", low=0)
+    seeds = check_seeds(seed, seeds, max(n, vcr))
+    vcr_methods = benchmark_methods(VCRChoice(0)) if methods is None else None
+    methods = check_methods(methods)
+    vcr_methods = vcr_methods or [m for m in methods if METHODS[m].supports(VCRChoice(0))]
+    if vcr and not vcr_methods:
+        raise InputError(f"the VCR table needs a method that explains VCR choices, and none of {', '.join(methods)} "
+                         f"does: add one of {', '.join(benchmark_methods(VCRChoice(0)))}")
+    name = model if isinstance(model, str) else type(model).__name__
+    model, processor = load_model(model, processor, VLEForVQA, dtype)
+    cache = ImageFeatureCache(size=1)  # one question per scene: the features of the scene being scored
+    rows = vqa_rows(seeds, n, methods, model, processor, cache, progress)
+    results = {**summarise(rows, methods), "seeds": seeds, "n_per_seed": n, "model": name}
+    if vcr:
+        vcr_name = vcr_model if isinstance(vcr_model, str) else type(vcr_model).__name__
+        vcr_model, vcr_processor = load_model(vcr_model, vcr_processor, VLEForVCRQ2A, dtype)
+        items = vcr_rows(seeds, vcr, vcr_methods, vcr_model, vcr_processor, cache, progress)
+        results["vcr"] = {**summarise(items, vcr_methods), "n_per_seed": vcr, "model": vcr_name}
+    results["default"] = choose_default(results)
     return results
-
-
-COLUMNS = (("pointing_game", "point"), ("pointing_game_single", "point-1"), ("relevance_mass", "mass"),
-           ("pos_auc_image", "img+ ↓"), ("neg_auc_image", "img- ↑"), ("pos_auc_text", "txt+ ↓"),
-           ("neg_auc_text", "txt- ↑"), ("seconds_per_example", "s/ex"))
-
-
-def format_table(results: dict) -> str:
-    methods = [m for m in results if isinstance(results[m], dict)]
-    width = max(len(m) for m in methods)
-    lines = [f"{'method':<{width}}  " + "  ".join(f"{title:>8}" for _, title in COLUMNS)]
-    for name in methods:
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{results[name][key]:>8.3f}" for key, _ in COLUMNS))
-    first = results[methods[0]]
-    lines.append(f"{results['n_examples']} questions ({first['n_localised']} with evidence, "
-                 f"{first['n_single_object']} single-object); unperturbed answer probability "
-                 f"{first['unperturbed_probability']:.3f}, accuracy {first['unperturbed_accuracy']:.3f}. "
-                 "AUCs are of the answer's probability; ↓ lower is better, ↑ higher is better.")
-    return "\n".join(lines)

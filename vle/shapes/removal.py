@@ -16,40 +16,21 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from ..errors import InputError, check_int
 from ..explain.core import explain
-from ..explain.inputs import ImageFeatureCache, expand_text
-from ..explain.methods import METHODS
-from ..explain.targets import VQAAnswer, vqa_answer
-from ..hub import resolve_model_path
+from ..explain.inputs import ImageFeatureCache
+from ..explain.targets import vqa_answer
 from ..modeling_vle import VLEForVQA
-from ..processing_vle import VLEProcessor
-from .counterfactual import remove_object, reanswer
-from .data import HELD_OUT_SEED, normalize
+from .data import HELD_OUT_SEED
 from .evaluate import DEFAULT_SEED
-from .faithfulness import DEFAULT_MODEL, benchmark_methods, examples
-from .world import patch_coverage
+from .faithfulness import DEFAULT_MODEL, check_methods, examples, load_model
+from .faithfulness_metrics import MIN_OBJECTS, object_relevance, object_removals, removal_rho
 
-MIN_OBJECTS = 3  # a rank correlation over fewer objects says little
-
-
-def check_methods(methods) -> list[str]:
-    """Registered methods that explain VQA answers (default: the faithfulness benchmark's), refused by name."""
-    if methods is None:
-        return benchmark_methods()
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    if not methods:
-        raise InputError("methods is empty: name at least one explanation method")
-    for name in methods:
-        if name not in METHODS:
-            raise InputError(f"unknown explanation method {name!r}; choose one of {', '.join(METHODS)}")
-        if not METHODS[name].supports(VQAAnswer(0)):
-            raise InputError(f"the method {name!r} does not explain VQA answers")
-    return methods
+__all__ = ["MIN_OBJECTS", "check_methods", "check_study", "correlations", "format_table", "removal_rows",
+           "removal_study", "summarise"]
 
 
 def check_study(seed, n, methods) -> tuple[int, int, list[str]]:
@@ -67,12 +48,7 @@ def removal_rows(seed: int | None = None, n: int = 100, methods=None, model=DEFA
     answer), ``probability`` and ``drop`` of the original answer, the re-derived ``truth`` or None) and
     ``relevance`` ({method: per-object relevance})."""
     seed, n, methods = check_study(seed, n, methods)
-    if isinstance(model, str):
-        path = resolve_model_path(model)
-        model = VLEForVQA.from_pretrained(path, dtype=dtype).eval()
-        processor = processor or VLEProcessor.from_pretrained(path)
-    if processor is None:
-        raise InputError("a model given as an object needs its processor (processor=...)")
+    model, processor = load_model(model, processor, VLEForVQA, dtype)
     rows, cache = [], ImageFeatureCache(size=1)
     for i, (scene, example, inputs) in enumerate(tqdm(examples(seed, n, processor), total=n, desc="removal study",
                                                       disable=not progress)):
@@ -82,29 +58,13 @@ def removal_rows(seed: int | None = None, n: int = 100, methods=None, model=DEFA
 
 def _question_row(model, inputs, cache, scene, example, methods, seed) -> dict:
     inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
-    edited = [remove_object(scene, index) for index in range(len(scene.objects))]
-    pixels = torch.from_numpy(np.stack([s.pixels for s in edited])).permute(0, 3, 1, 2)  # (objects, 3, H, W) uint8
-    pixels = normalize(pixels).to(inputs.model_inputs["pixel_values"])
-    with torch.no_grad():  # the original answer, then every removal in one batch
-        original = model(**expand_text(inputs, 1), image_features=inputs.image_features).logits.float().softmax(-1)
-        removed = model(**expand_text(inputs, len(edited)), pixel_values=pixels).logits.float().softmax(-1)
-    predicted = int(original[0].argmax())
-    probability = float(original[0, predicted])
-    removals = []
-    for index, (after, scene_after) in enumerate(zip(removed, edited)):
-        truth = reanswer(scene_after, example)
-        removals.append({"object": index, "evidence": index in example.evidence,
-                         "changed": int(after.argmax()) != predicted, "probability": float(after[predicted]),
-                         "drop": probability - float(after[predicted]),
-                         "truth": None if truth is None else truth.answer})
-    target, patch_size = vqa_answer(model, predicted), model.config.patch_size
-    coverage = np.stack([patch_coverage(o.mask, patch_size) for o in scene.objects])  # (objects, grid, grid)
-    relevance = {}
-    for name in methods:
-        scores = np.asarray(explain(model, inputs, target, name).patch_scores, dtype=np.float64)  # (grid, grid)
-        relevance[name] = (coverage * scores).sum(axis=(1, 2)).tolist()
+    effects = object_removals(model, inputs, scene, example)
+    target = vqa_answer(model, effects.predicted)
+    relevance = {name: object_relevance(effects.coverage, explain(model, inputs, target, name).patch_scores).tolist()
+                 for name in methods}
     return {"seed": seed, "family": example.family, "question": example.question, "answer": example.answer,
-            "predicted": target.answer, "probability": probability, "removals": removals, "relevance": relevance}
+            "predicted": target.answer, "probability": effects.probability, "removals": effects.removals,
+            "relevance": relevance}
 
 
 def removal_study(seed: int | None = None, n: int = 100, methods=None, model=DEFAULT_MODEL, processor=None,
@@ -147,12 +107,13 @@ def correlations(rows, method: str) -> dict:
     for row in rows:
         relevance = np.asarray(row["relevance"][method], dtype=np.float64)
         drop = np.asarray([r["drop"] for r in row["removals"]], dtype=np.float64)
-        if len(drop) < MIN_OBJECTS or np.ptp(relevance) == 0 or np.ptp(drop) == 0:
+        rho = removal_rho(relevance, drop)
+        if rho is None:
             continue
-        per_question.append(float(spearmanr(relevance, drop)[0]))
+        per_question.append(rho)
         pooled_relevance.append(relevance - relevance.mean())
         pooled_drop.append(drop - drop.mean())
-    pooled = (float(spearmanr(np.concatenate(pooled_relevance), np.concatenate(pooled_drop))[0])
+    pooled = (float(spearmanr(np.concatenate(pooled_relevance), np.concatenate(pooled_drop)).statistic)
               if per_question else float("nan"))
     return {"removal_correlation": _rate(per_question), "pooled_correlation": pooled, "n_questions": len(per_question)}
 

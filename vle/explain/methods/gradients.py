@@ -70,8 +70,8 @@ class GradientShap(EmbeddingGradientMethod):
 
     def run(self, forward):
         n_samples, stdevs = self.settings["n_samples"], self.settings["stdevs"]
-        if not isinstance(stdevs, (int, float)) or isinstance(stdevs, bool) or stdevs < 0:
-            raise InputError(f"method 'gradient_shap': stdevs must be a number >= 0, got {stdevs!r}")
+        if not isinstance(stdevs, (int, float)) or isinstance(stdevs, bool) or not 0 <= stdevs < float("inf"):
+            raise InputError(f"method 'gradient_shap': stdevs must be a finite number >= 0, got {stdevs!r}")
         values = forward.inputs()
         spreads = tuple(float(stdevs) * float(v.float().std()) for v in values)
         with seeded(self.settings["seed"]):
