@@ -11,7 +11,8 @@
 """
 
 from .core import explain
-from .faithfulness import perturbation_curve
+from .embedding_forward import EmbeddingForward
+from .faithfulness import perturbation_curve, perturbation_curves
 from .inputs import ExplainInputs, ImageFeatureCache, merge_words
 from .methods import METHODS, Attribution, Method, get_method, register
 from .recorder import Recorder, hook_count
@@ -22,7 +23,8 @@ from .targets import (ITMMatch, PBCPhrase, Target, TopAnswer, VCRChoice, VCRCont
 from .wrapper import TargetForward
 
 __all__ = [
-    "METHODS", "Attribution", "ExplainInputs", "Explanation", "ITMMatch", "ImageFeatureCache", "Method",
-    "PBCPhrase", "Recorder", "Session", "Target", "TargetForward", "TopAnswer", "VCRChoice", "VCRContrast", "VQAAnswer",
-    "VQAContrast", "explain", "get_method", "hook_count", "merge_words", "perturbation_curve", "register", "vqa_answer",
+    "METHODS", "Attribution", "EmbeddingForward", "ExplainInputs", "Explanation", "ITMMatch", "ImageFeatureCache",
+    "Method", "PBCPhrase", "Recorder", "Session", "Target", "TargetForward", "TopAnswer", "VCRChoice", "VCRContrast",
+    "VQAAnswer", "VQAContrast", "explain", "get_method", "hook_count", "merge_words", "perturbation_curve",
+    "perturbation_curves", "register", "vqa_answer",
 ]
