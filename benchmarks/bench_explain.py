@@ -3,17 +3,25 @@ with ``--device cuda``, a GPU).
 
 - ``tiny``: the embedded shapes VQA model (``vle-tiny-shapes-vqa``) on a held-out scene, when it is shipped.
 - ``base``: the vle-base VQA shape (image 576, 3129 answers, random weights), a 12-token question.
+- ``vcr-tiny``: the embedded VCR Q->A model (``vle-tiny-shapes-vcr-q2a``) on a held-out shapes VCR item, when shipped.
+- ``vcr-base``: the vle-base VCR Q2A shape (image 384, 4 choices of 80 tokens, 2 boxes each, random weights).
+
+The VCR cases explain choice 0 (``VCRChoice(0)``) with the methods that explain VCR targets, each as a multiple of
+one plain VCR forward (every choice fused).
 
 ``record`` is one forward inside a ``Recorder`` capturing every attention map (towers and fusion). Methods that need
 no gradient into the image tower are timed twice: cold (image tower included) and ``cached`` (a new question about
 the same image: the image features are reused). IG reports its peak resident memory growth (Linux) for two internal
 batch sizes on the tiny model, and its time, completeness delta and rank agreement in the precision its ``auto``
 default did not choose (float32 or bfloat16 autocast). At the base shape, occlusion uses 6 × 6-patch windows (36
-windows instead of 1296 patches). IG runs with its defaults (``auto``: at the base shape on the CPU bfloat16 at
+windows instead of 1296 patches; KernelSHAP likewise, and at the VCR base shape both use 6 × 6 windows of its 24 × 24
+patches). IG runs with its defaults (``auto``: at the base shape on the CPU bfloat16 at
 internal batch 2, on a GPU batch 8); on a GPU the peak GPU memory of each call is printed.
 
-Usage: python benchmarks/bench_explain.py [--which tiny|base|both] [--repeats N] [--threads T] [--methods a,b]
-                                         [--device cpu|cuda]
+Usage: python benchmarks/bench_explain.py [--which tiny|base|vcr-tiny|vcr-base|both|vcr|all] [--repeats N]
+                                         [--threads T] [--methods a,b] [--device cpu|cuda]
+
+``both`` is tiny and base (the VQA cases), ``vcr`` the two VCR cases, ``all`` all four.
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ import torch
 
 from bench_forward import base_config, gpu_in_use, median_time
 from viz.comparison import correlate_ranks
-from vle import VLEForVQA
-from vle.explain import METHODS, ExplainInputs, ImageFeatureCache, Recorder, VQAAnswer, explain
+from vle import VLEForVCRQ2A, VLEForVQA
+from vle.explain import METHODS, ExplainInputs, ImageFeatureCache, Recorder, VCRChoice, VQAAnswer, explain
 
 warnings.filterwarnings("ignore")
 
@@ -70,7 +78,43 @@ def base_case():
     tokens = ("[CLS]",) + tuple(f"▁w{i}" for i in range(10)) + ("[SEP]",)
     inputs = ExplainInputs(batch, tokens)
     return "vle-base VQA shape (image 576, 36x36 patches, random weights)", model, inputs, {
-        "occlusion": {"patch_window": 6}, "ig_peak_batches": ()}
+        "occlusion": {"patch_window": 6}, "kernel_shap": {"patch_window": 6}, "ig_peak_batches": ()}
+
+
+def vcr_tiny_case():
+    from vle.explain import Session
+    from vle.hub import shipped_models
+    from vle.shapes import make_scene, make_vcr
+
+    if "vle-tiny-shapes-vcr-q2a" not in shipped_models():
+        return None
+    session = Session.from_pretrained("vle-tiny-shapes-vcr-q2a", head="vcr_q2a")
+    scene = make_scene(1_000_003)
+    annotation, metadata = make_vcr(scene, np.random.default_rng(0), "scene.png")
+    inputs = session.prepare_vcr(annotation, scene.image, metadata)
+    inputs.image_features = None  # timed from the pixels, as the VQA cases are
+    choices, length = inputs.model_inputs["input_ids"].shape[1:]
+    boxes = f"{inputs.n_boxes} box" + "es" * (inputs.n_boxes != 1)
+    return (f"embedded vle-tiny-shapes-vcr-q2a (image 128, 8x8 patches, {choices} choices x {length} tokens, {boxes})",
+            session.model, inputs, {"ig_peak_batches": (4, 16), "target": VCRChoice(0)})
+
+
+def vcr_base_case():
+    """As bench_forward.py's VCR Q2A forward: image 384, 4 choices of 80 tokens, each tagging the same 2 boxes."""
+    model = VLEForVCRQ2A(base_config(384, num_token_types=83)).eval()
+    choices, length = 4, 80
+    ids = torch.randint(5, 1000, (1, choices, length))
+    ids[..., 0], ids[..., -1] = 1, 2
+    text_types = [0] * 10 + [2, 2] + [0] * 20 + [3]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+             "pixel_values": torch.randn(1, 3, 384, 384),
+             "patch_ids": [[[list(range(0, 30)), list(range(100, 140))] for _ in range(choices)]],
+             "extend_token_type_ids": [[([2, 3], text_types) for _ in range(choices)]]}
+    pieces = ("[CLS]",) + tuple(f"▁w{i}" for i in range(length - 2)) + ("[SEP]",)
+    inputs = ExplainInputs(batch, pieces, (pieces,) * choices)
+    return (f"vle-base VCR Q2A shape (image 384, 24x24 patches, {choices} choices x {length} tokens, 2 boxes, random "
+            "weights)", model, inputs, {"occlusion": {"patch_window": 6}, "kernel_shap": {"patch_window": 6},
+                                        "ig_peak_batches": (), "target": VCRChoice(0)})
 
 
 def on_device(case, device: str):
@@ -109,15 +153,21 @@ def compare_precisions(model, inputs, target, settings, default, plain: float, r
 
 def run(case, repeats: int, methods) -> None:
     title, model, inputs, options = case
-    target = VQAAnswer(0)
+    target = options.get("target", VQAAnswer(0))
+    skipped = [name for name in methods if not METHODS[name].supports(target)]
+    methods = [name for name in methods if name not in skipped]
     with torch.inference_mode():
-        plain = median_time(lambda: model(**inputs.model_inputs), repeats)
+        # warmed up even for one repeat: a process's first forward also pays one-time costs (allocations, kernel
+        # set-up), and every ratio below divides by this time
+        plain = median_time(lambda: model(**inputs.model_inputs), repeats, warmup=True)
 
         def record():
             with Recorder(model):
                 model(**inputs.model_inputs)
         recorded = median_time(record, repeats)
     print(f"\n{title}\n  plain forward {plain * 1000:.1f} ms")
+    if skipped:
+        print(f"  (these do not explain {target.label}: {', '.join(skipped)})")
     print(f"  {'record every attention map':<34} {recorded / plain:6.2f} x")
     cache = ImageFeatureCache()
     for name in methods:
@@ -145,9 +195,13 @@ def run(case, repeats: int, methods) -> None:
             compare_precisions(model, inputs, target, settings, results[-1], plain, repeats)
 
 
+CASES = {"tiny": tiny_case, "base": base_case, "vcr-tiny": vcr_tiny_case, "vcr-base": vcr_base_case}
+GROUPS = {"both": ("tiny", "base"), "vcr": ("vcr-tiny", "vcr-base"), "all": tuple(CASES)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--which", choices=("tiny", "base", "both"), default="both")
+    parser.add_argument("--which", choices=tuple(CASES) + tuple(GROUPS), default="both")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "pbc"))
@@ -159,12 +213,10 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats}; IG: 32 steps, its auto "
           "precision and internal batch")
-    if args.which in ("tiny", "both"):
-        case = tiny_case()
-        print("\nembedded model not shipped: skipped") if case is None else run(on_device(case, args.device),
-                                                                                 args.repeats, methods)
-    if args.which in ("base", "both"):
-        run(on_device(base_case(), args.device), args.repeats, methods)
+    for which in GROUPS.get(args.which, (args.which,)):
+        case = CASES[which]()
+        print(f"\n{which}: embedded model not shipped: skipped") if case is None else run(
+            on_device(case, args.device), args.repeats, methods)
 
 
 if __name__ == "__main__":
