@@ -154,14 +154,26 @@ def test_box_tokens_are_inputs_of_their_own_choice(shipped):
     tokens, patches, boxes = f.inputs()
     blank = f.baselines()[2]
     assert not torch.equal(blank, boxes)
+    scores = [EmbeddingForward(model, inputs, VCRChoice(c)) for c in range(boxes.shape[1])]  # each fuses one choice
     with torch.no_grad():
-        logits = f.logits(tokens, patches, boxes)[0]
+        before = torch.stack([g(tokens, patches, boxes)[0] for g in scores])
         for choice in range(boxes.shape[1]):
             changed = boxes.clone()
             changed[:, choice] = blank[:, choice]  # only this choice's box tokens: the blank image's
-            moved = (f.logits(tokens, patches, changed)[0] - logits).abs()
+            moved = (torch.stack([g(tokens, patches, changed)[0] for g in scores]) - before).abs()
             assert moved[choice] > 1e-3, (choice, moved)
             assert float(np.delete(moved.numpy(), choice).max()) == 0.0
+
+
+def test_a_vcr_target_fuses_its_own_choices_only(shipped):
+    """Only the target's choices are fused, and their scores equal the model's over every choice."""
+    model, inputs, label = shipped
+    with torch.no_grad():
+        logits = model(**inputs.model_inputs).logits[0]
+        for target in (VCRChoice(label), VCRContrast(label, (label + 1) % 4), VCRContrast((label + 1) % 4, label)):
+            f = EmbeddingForward(model, inputs, target)
+            assert f.logits(*f.inputs()).shape == (1, len(target.sequences))
+            torch.testing.assert_close(f(*f.inputs())[0], target.score(logits[None])[0], rtol=1e-5, atol=1e-5)
 
 
 # -- every new method -------------------------------------------------------------------------------------------
@@ -280,6 +292,23 @@ def test_kernel_shap_is_efficient_and_leaves_special_tokens_out(vqa):
         change = float(f() - absent)
     total = e.patch_scores.sum() + e.token_scores.sum()
     assert abs(total - change) <= 0.02 * abs(change), (total, change)
+
+
+def test_edge_windows_share_their_value_among_the_patches_they_hold(vqa):
+    """3 × 3 windows on a 4 × 4 grid: the edge windows hold 3, 3 and 1 patches; each patch gets its share, so the
+    patch scores add up to the windows' occlusion drops."""
+    model, inputs = vqa
+    e = explain(model, inputs, VQAAnswer(1), "occlusion", patch_window=3)
+    corner, edge = e.patch_scores[3, 3], e.patch_scores[0, 3]
+    assert e.patch_scores[:3, 3] == pytest.approx([edge] * 3) and corner != pytest.approx(edge)
+    f, pixels = TargetForward(model, inputs, VQAAnswer(1)), inputs.model_inputs["pixel_values"]
+    patch = model.config.patch_size
+    corner_hidden, edge_hidden = pixels.clone(), pixels.clone()
+    corner_hidden[..., 3 * patch:, 3 * patch:] = background_fill(pixels)[..., 3 * patch:, 3 * patch:]
+    edge_hidden[..., :3 * patch, 3 * patch:] = background_fill(pixels)[..., :3 * patch, 3 * patch:]
+    with torch.no_grad():
+        drops = [float(f() - f(pixel_values=hidden)) for hidden in (corner_hidden, edge_hidden)]
+    assert e.metadata["windows"] == 4 and [corner, 3 * edge] == pytest.approx(drops, rel=1e-4, abs=1e-6)
 
 
 def test_kernel_shap_on_a_vcr_item_scores_no_special_token(shipped):

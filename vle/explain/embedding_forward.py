@@ -34,11 +34,20 @@ Example:
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
 from .inputs import background_fill
 from .recorder import base_model
+
+
+def _reindexed(target, choices: list[int]):
+    """The VCR target read from the logits of ``choices`` alone (choice c becomes its position there)."""
+    fields = {"choice": choices.index(target.choice)}
+    if hasattr(target, "other"):
+        fields["other"] = choices.index(target.other)
+    return replace(target, **fields)
 
 
 def text_baseline(input_ids: torch.Tensor, special_ids, pad_id: int) -> torch.Tensor:
@@ -71,6 +80,10 @@ class EmbeddingForward:
         self.vle = base_model(model)
         self.has_boxes = inputs.is_vcr and any(len(boxes) for boxes in inputs.model_inputs.get("patch_ids", [[]])[0])
         self._values = self._baselines = None
+        # A VCR choice's logit reads only its own sequence: only the target's choices are fused, and ``scored`` reads
+        # the target from their logits (the other choices' inputs get zero attribution, exactly as in a full run).
+        self.choices = list(target.sequences) if inputs.is_vcr else None
+        self.scored = _reindexed(target, self.choices) if inputs.is_vcr else target
 
     # -- Captum's inputs -------------------------------------------------------------------------------------------
 
@@ -119,9 +132,11 @@ class EmbeddingForward:
         kwargs = {}
         for key, value in mi.items():
             if isinstance(value, torch.Tensor):
+                if self.choices is not None and key != "pixel_values":
+                    value = value[:, self.choices]
                 kwargs[key] = value.expand(batch, *value.shape[1:])  # pixels too: their patch embedding is replaced
             elif key == "patch_ids" or (key == "extend_token_type_ids" and self.example.is_vcr):
-                kwargs[key] = [value[0]] * batch
+                kwargs[key] = [[value[0][c] for c in self.choices]] * batch
             elif key == "extend_token_type_ids":
                 kwargs[key] = (value[0] * batch, value[1] * batch)
         kwargs.update(self.target.model_kwargs(self.model))
@@ -133,6 +148,9 @@ class EmbeddingForward:
         vle = self.vle
         words = vle.text_model.embeddings
         clip = vle.vision_model.vision_model.embeddings.patch_embedding
+        if self.choices is not None:
+            tokens = tokens[:, self.choices]
+            boxes = None if boxes is None else boxes[:, self.choices]
         handles = [words.register_forward_hook(lambda _m, _a, out: tokens.reshape(out.shape).to(out.dtype)),
                    clip.register_forward_hook(
                        lambda _m, _a, out: patches.transpose(1, 2).reshape(out.shape).to(out.dtype))]
@@ -145,7 +163,8 @@ class EmbeddingForward:
         become ``boxes`` plus their token types in both."""
         vle, mi = self.vle, self.example.model_inputs
         n_boxes, first = boxes.shape[2], vle.config.patch_grid ** 2 + 1
-        per_choice = [list(pair[0]) + [0] * (n_boxes - len(pair[0])) for pair in mi["extend_token_type_ids"][0]]
+        pairs = [mi["extend_token_type_ids"][0][c] for c in self.choices]
+        per_choice = [list(pair[0]) + [0] * (n_boxes - len(pair[0])) for pair in pairs]
         types = vle.token_type_embeddings(torch.as_tensor(per_choice, device=boxes.device))  # (choices, boxes, H)
         rows = (boxes + types.to(boxes.dtype)).flatten(0, 1)  # (batch * choices, boxes, H); padded rows are masked
         done = {}
@@ -161,6 +180,8 @@ class EmbeddingForward:
                 image_layer.register_forward_pre_hook(lambda _m, args: (swap(args[0]), *args[1:]))]
 
     def logits(self, tokens, patches, boxes=None) -> torch.Tensor:
+        """The head's logits; for a VCR item over the target's choices only, in their order (read with
+        ``scored``)."""
         handles = self._hooks(tokens, patches, boxes)
         try:
             return self.model(**self._kwargs(len(tokens))).logits
@@ -169,7 +190,7 @@ class EmbeddingForward:
                 handle.remove()
 
     def __call__(self, tokens, patches, boxes=None) -> torch.Tensor:
-        return self.target.score(self.logits(tokens, patches, boxes))
+        return self.scored.score(self.logits(tokens, patches, boxes))
 
     # -- scores ----------------------------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ class AttnLRP(Method):
                              f"got {softmax!r}")
         with frozen_parameters(model), torch.enable_grad(), attnlrp_rules(model, softmax) as rules:
             logits = forward.logits(*values)
-            score = target.score(logits)
+            score = forward.scored.score(logits)
             gradients = torch.autograd.grad(score.sum(), values, allow_unused=True)
         relevance = tuple(v.detach() * (g if g is not None else torch.zeros_like(v)) for v, g in zip(values, gradients))
         image, text, metadata = forward.scores(relevance)
@@ -45,4 +45,5 @@ class AttnLRP(Method):
         return Attribution(image, text, {**metadata, "score": value, "relevance_sum": total,
                                          "conservation": total / value if value else float("nan"),
                                          "softmax_absorbed": rules.ledger["softmax"],
-                                         "unhandled": sorted(rules.unhandled)}, logits.detach())
+                                         "unhandled": sorted(rules.unhandled)},
+                           None if inputs.is_vcr else logits.detach())  # VCR: the target's choices' logits only

@@ -34,7 +34,7 @@ def seeded(seed: int):
     methods draw from both), so a sampling method gives the same scores for the same call."""
     state = np.random.get_state()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
             torch.manual_seed(int(seed))
             np.random.seed(int(seed))
             yield
@@ -110,6 +110,8 @@ class Method:
                                      f"{heads} attention heads (0..{heads - 1})")
             elif key in ("n_steps", "patch_window", "batch_size", "n_samples"):
                 check_int(value, where, low=1)
+            elif key == "seed" and not isinstance(self.options.get(key), str):
+                check_int(value, where)
             elif isinstance(self.options.get(key), bool) and not isinstance(value, bool):
                 raise InputError(f"{where} must be True or False, got {value!r}")
 

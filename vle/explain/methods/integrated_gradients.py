@@ -86,11 +86,12 @@ class IntegratedGradients(Method):
         batch = resolve_batch(self.settings["internal_batch_size"], model, device)
         low = PRECISIONS[precision]
         forward = EmbeddingForward(model, inputs, target)
+        values, baselines = forward.inputs(), forward.baselines()  # the path's ends in the model's own precision
         with frozen_parameters(model), torch.enable_grad(), \
                 torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None):
             try:
                 attributions, delta = CaptumIG(forward).attribute(
-                    forward.inputs(), baselines=forward.baselines(), n_steps=self.settings["n_steps"],
+                    values, baselines=baselines, n_steps=self.settings["n_steps"],
                     method=self.settings["integration"], internal_batch_size=batch, return_convergence_delta=True)
             except RuntimeError as error:
                 if "does not require grad" not in str(error) and "not have been used in the graph" not in str(error):
@@ -99,8 +100,8 @@ class IntegratedGradients(Method):
                                  "(every path to it is patched or ablated), so there is nothing to attribute") from None
         image, text, metadata = forward.scores(attributions)
         with torch.no_grad():
-            logits = forward.logits(*forward.inputs())
-        score = float(target.score(logits)[0])
+            logits = forward.logits(*values)
+        score = float(forward.scored.score(logits)[0])
         total, gap = float(image.sum() + text.sum()), float(delta.abs().max())
         if gap > 0.1 * abs(total):
             warnings.warn(f"integrated_gradients: convergence delta {gap:.3g} is {gap / max(abs(total), 1e-12):.0%} of "
@@ -109,4 +110,4 @@ class IntegratedGradients(Method):
         return Attribution(image, text, {
             **metadata, "convergence_delta": gap, "n_steps": self.settings["n_steps"],
             "internal_batch_size": batch, "precision": precision,
-            "score_at_input": score, "attribution_sum": total}, logits)
+            "score_at_input": score, "attribution_sum": total}, None if inputs.is_vcr else logits)

@@ -14,7 +14,7 @@ from captum.attr import KernelShap as CaptumKernelShap
 from ..inputs import background_fill
 from ..wrapper import TargetForward
 from .base import Attribution, Method, register, seeded
-from .occlusion import patch_groups, word_groups
+from .occlusion import patch_groups, window_share, word_groups
 
 
 @register
@@ -42,7 +42,7 @@ class KernelShap(Method):
                 feature_mask=(image_mask, text_mask), n_samples=int(self.settings["n_samples"]),
                 perturbations_per_eval=int(self.settings["batch_size"]))
         cells = image_attr[0, 0, ::patch, ::patch]  # (grid, grid): every patch carries its window's value
-        image = torch.cat([cells.reshape(-1) / window ** 2, cells.new_zeros(inputs.n_boxes)])
+        image = torch.cat([cells.reshape(-1) / window_share(image_mask, patch), cells.new_zeros(inputs.n_boxes)])
         text = text_attr[0].clone()
         pieces = torch.bincount(text_mask[0], minlength=n_cells + n_words + 1).float()
         text = text / pieces[text_mask[0]]

@@ -1,8 +1,8 @@
 """Occlusion (Captum ``FeatureAblation``): hide one window of patches (pixels set to the image's median colour,
 ``background_fill``, as the perturbation curves do) or one word (its pieces dropped from the attention mask) at a
 time and record how much the target score falls. Signed: a negative score means the target got stronger without it. A
-word's drop is shared evenly by its pieces, so word scores are the drops themselves. Box tokens get no score of their
-own.
+window's drop is shared evenly by its patches (edge windows may hold fewer) and a word's by its pieces, so word scores
+are the drops themselves. Box tokens get no score of their own.
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ def patch_groups(grid: int, patch_size: int, window: int, device=None) -> torch.
     ids = ids.repeat_interleave(window, 0).repeat_interleave(window, 1)[:grid, :grid]
     pixels = ids.repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
     return pixels[None, None].expand(1, 3, *pixels.shape)
+
+
+def window_share(image_mask: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(grid * grid,) the number of patches in each patch's window (edge windows of a grid that is not a multiple
+    of the window hold fewer): a window's value divided by it is each patch's share."""
+    cells = image_mask[0, 0, ::patch_size, ::patch_size].reshape(-1)  # (grid * grid,) window ids
+    return torch.bincount(cells)[cells].float()
 
 
 def word_groups(tokens, special_tokens, text_len: int, first_id: int, device=None) -> torch.Tensor:
@@ -57,7 +64,7 @@ class Occlusion(Method):
                 (pixels, keep), baselines=(background_fill(pixels), 0.0), feature_mask=(image_mask, text_mask),
                 perturbations_per_eval=int(self.settings["batch_size"]))
         cells = image_attr[0, 0, ::patch, ::patch]  # (grid, grid): every patch carries its window's drop
-        image = torch.cat([cells.reshape(-1) / window ** 2, cells.new_zeros(inputs.n_boxes)])
+        image = torch.cat([cells.reshape(-1) / window_share(image_mask, patch), cells.new_zeros(inputs.n_boxes)])
         text = text_attr[0].clone()
         pieces = torch.bincount(text_mask[0], minlength=n_cells + n_words + 1).float()
         text = text / pieces[text_mask[0]]
