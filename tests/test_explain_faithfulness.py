@@ -214,6 +214,10 @@ def test_choose_default_names_a_clear_winner_or_the_simplest_of_the_best():
     chosen = choose_default(nobody)
     assert chosen["clear"] is False and chosen["method"] == "raw_attention", chosen  # all unbeaten: the fastest
     assert choose_default({"methods": ["coatt"], "paired": {}})["method"] is None
+    eligible = choose_default(nobody, eligible=["coatt", "raw_attention"])  # rollout passed over: one map for all
+    assert eligible["method"] == "raw_attention" and "rollout not eligible" in eligible["reason"], eligible
+    only = choose_default(nobody, eligible=["coatt"])
+    assert only["method"] == "coatt" and only["clear"] is False, only
 
 
 def test_seeds_are_held_out_and_do_not_share_scenes():

@@ -75,6 +75,27 @@ def test_only_compatible_methods_are_listed_and_layer_controls_follow(vqa):
     assert vqa.layer.layout.display == "none" and vqa.explanation.method == "rollout"
 
 
+def test_the_default_method_and_its_caveat_stand_beside_the_method_list():
+    from widgets import VQAExplorer
+    from widgets._common import method_note
+
+    from vle.explain.session import DEFAULT_METHOD, DEFAULT_METHOD_NOTE
+
+    explorer = VQAExplorer(image="shapes_0")
+    assert explorer.method.value == DEFAULT_METHOD
+    notes = [w for w in _descendants(explorer) if "vle-method-note" in getattr(w, "_dom_classes", ())]
+    assert len(notes) == 1 and DEFAULT_METHOD in notes[0].value
+    assert (notes[0].layout.display != "none") == bool(DEFAULT_METHOD_NOTE)
+    if DEFAULT_METHOD_NOTE:
+        assert DEFAULT_METHOD_NOTE.split(";")[0] in method_note().value
+
+
+def _descendants(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _descendants(child)
+
+
 @needs_vqa
 def test_contrastive_target_and_view_only_changes_reuse_the_cache(vqa):
     ask(vqa, "what size is the green object ?")

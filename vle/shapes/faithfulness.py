@@ -176,5 +176,6 @@ def faithfulness(seed: int | None = None, n: int = DEFAULT_QUESTIONS, methods=No
         vcr_model, vcr_processor = load_model(vcr_model, vcr_processor, VLEForVCRQ2A, dtype)
         items = vcr_rows(seeds, vcr, vcr_methods, vcr_model, vcr_processor, cache, progress)
         results["vcr"] = {**summarise(items, vcr_methods), "n_per_seed": vcr, "model": vcr_name}
-    results["default"] = choose_default(results)
+    # the default explains every target, contrasts included: only a method whose map depends on the target can be it
+    results["default"] = choose_default(results, eligible=[m for m in methods if METHODS[m].target_specific])
     return results

@@ -127,33 +127,39 @@ def beats(results: dict, first: str, second: str, metric: str) -> bool:
     return found["low"] > 0 if DIRECTIONS[metric] == HIGHER else found["high"] < 0
 
 
-def choose_default(results: dict, metrics=DEFAULT_METRICS, baselines=BASELINES) -> dict:
+def choose_default(results: dict, metrics=DEFAULT_METRICS, baselines=BASELINES, eligible=None) -> dict:
     """``{"method", "clear", "reason"}``: the one method that beats every baseline on every metric (paired 95%
     intervals excluding zero, ``beats``) is a clear choice. Otherwise the simplest of the best: of the methods that
     beat the baselines, or, if none does, of the methods that no other method beats on the most metrics, the one with
-    the least ``seconds_per_example`` (the attention methods come first; ties keep the listed order)."""
+    the least ``seconds_per_example`` (the attention methods come first; ties keep the listed order). Only
+    ``eligible`` methods (default: all) are chosen; every method still counts when beating one."""
     methods = list(results["methods"])
+    candidates = methods if eligible is None else [m for m in methods if m in eligible]
+    passed_over = [m for m in methods if m not in candidates]
+    aside = f" ({', '.join(passed_over)} not eligible: their maps do not depend on the target)" if passed_over else ""
     missing = [b for b in baselines if b not in methods]
     if missing:
         return {"method": None, "clear": False, "reason": f"the baselines {', '.join(missing)} are not in the results: "
                                                          "run them too"}
     named = f"{', '.join(metrics)} against {' and '.join(baselines)}"
-    winners = [m for m in methods if m not in baselines
+    winners = [m for m in candidates if m not in baselines
                and all(beats(results, m, b, k) for b in baselines for k in metrics)]
     if len(winners) == 1:
         return {"method": winners[0], "clear": True, "reason": f"the only method better on {named}, each paired 95% "
-                                                               "interval excluding zero"}
+                                                               f"interval excluding zero{aside}"}
     if winners:
         best = _simplest(results, winners)
         return {"method": best, "clear": False, "reason": f"{len(winners)} methods are better on {named} "
-                                                          f"({', '.join(winners)}); {best} is the simplest (fastest)"}
-    unbeaten = {m: sum(not any(beats(results, o, m, k) for o in methods if o != m) for k in metrics) for m in methods}
+                                                          f"({', '.join(winners)}); {best} is the simplest "
+                                                          f"(fastest){aside}"}
+    unbeaten = {m: sum(not any(beats(results, o, m, k) for o in methods if o != m) for k in metrics)
+                for m in candidates}
     top = max(unbeaten.values(), default=0)
-    leaders = [m for m in methods if unbeaten[m] == top]
+    leaders = [m for m in candidates if unbeaten[m] == top]
     best = _simplest(results, leaders)
     return {"method": best, "clear": False,
             "reason": f"no method is better on all of {named}; {', '.join(leaders)} no other method beats on {top} of "
-                      f"the {len(metrics)} metrics, and {best} is the simplest (fastest) of them"}
+                      f"the {len(metrics)} metrics, and {best} is the simplest (fastest) of them{aside}"}
 
 
 def _simplest(results: dict, names) -> str:

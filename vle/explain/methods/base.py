@@ -68,6 +68,7 @@ class Method:
     needs_image_tower: ClassVar[bool] = False
     options: ClassVar[dict] = {}  # option name → default
     benchmark: ClassVar[bool] = True  # enters the faithfulness benchmark of the heads it explains (False: opts out)
+    target_specific: ClassVar[bool] = True  # its map depends on the target (False: one map for every target)
     # reads the target's score from one forward on the unperturbed input (so a TopAnswer is resolved from it)
     reads_one_forward: ClassVar[bool] = False
 

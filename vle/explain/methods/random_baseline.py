@@ -11,6 +11,7 @@ from .base import Attribution, Method, register
 class RandomBaseline(Method):
     name = "random"
     signed = False
+    target_specific = False
     options = {"seed": 0}
 
     def attribute(self, model, inputs, target):

@@ -14,6 +14,7 @@ from .propagation import RecordedMethod, Needs, check_cross_rule, relevance_for
 class AttentionRollout(RecordedMethod):
     name = "rollout"
     signed = False
+    target_specific = False
     options = {"seed": "both", "cross_rule": "composed"}  # cross_rule: propagation.CROSS_RULES
 
     def needs(self, model) -> Needs:
