@@ -193,6 +193,11 @@ def run(case, repeats: int, methods) -> None:
         print(line, flush=True)
         if name == "integrated_gradients":
             compare_precisions(model, inputs, target, settings, results[-1], plain, repeats)
+        if name == "attnlrp":
+            m = results[-1].metadata
+            print(f"  {'attnlrp conservation':<34} input relevance {m['relevance_sum']:.4g} of the score "
+                  f"{m['score']:.4g} ({m['conservation']:.2f}); the softmax rule absorbed {m['softmax_absorbed']:.4g}, "
+                  "the model's additive constants the rest", flush=True)
 
 
 CASES = {"tiny": tiny_case, "base": base_case, "vcr-tiny": vcr_tiny_case, "vcr-base": vcr_base_case}

@@ -25,7 +25,7 @@ PROSE = 118  # sentences wrap at this width
 LEGEND = ("Means with 95% bootstrap intervals over examples. point: pointing game (point-1: single-object "
           "questions); mass: relevance mass; rho: removal correlation; img, txt: AUC of the answer's probability as "
           "patches or tokens are deleted most relevant first (+), least relevant first (-), or inserted most "
-          "relevant first into an input with all of them removed (ins). ↑ higher is better, ↓ lower is better.")
+          "relevant first into the blurred image or the padded text (ins). ↑ higher is better, ↓ lower is better.")
 
 
 def _finite(value) -> bool:
