@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import types
+import weakref
 from contextlib import contextmanager
 
 import torch
@@ -184,6 +185,9 @@ class _Rules(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_ACTIVATIONS: "weakref.WeakKeyDictionary[nn.Module, list[nn.Module]]" = weakref.WeakKeyDictionary()
+
+
 def _is_activation(module: nn.Module) -> bool:
     return isinstance(module, (nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU)) or \
         type(module).__module__ == "transformers.activations"
@@ -197,9 +201,11 @@ def attnlrp_rules(model, softmax: str = "attnlrp"):
     pass) is the relevance the softmax rule absorbed. ``softmax``: ``attnlrp`` or ``cp``."""
     if softmax not in SOFTMAX_RULES:
         raise ValueError(f"softmax rule must be one of {', '.join(SOFTMAX_RULES)}, got {softmax!r}")
+    if model not in _ACTIVATIONS:  # walking every module costs more than the rules on a small model: once per model
+        _ACTIVATIONS[model] = [m for m in model.modules() if _is_activation(m)]
     switched = []
-    for module in model.modules():
-        if _is_activation(module) and "forward" not in module.__dict__:
+    for module in _ACTIVATIONS[model]:
+        if "forward" not in module.__dict__:
             original = module.forward
             module.forward = types.MethodType(lambda self, x, _f=original: _IdentityRule.apply(_f, x)
                                               if torch.is_grad_enabled() and x.requires_grad else _f(x), module)
