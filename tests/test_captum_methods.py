@@ -317,3 +317,20 @@ def test_kernel_shap_on_a_vcr_item_scores_no_special_token(shipped):
     special = np.array([token in inputs.special_tokens for token in e.tokens])
     assert special.any() and not e.token_scores[special].any() and np.abs(e.token_scores[~special]).max() > 0
     assert not e.box_scores.any()  # box tokens follow their patches here: no score of their own
+
+
+def test_vcr_choices_with_different_box_counts():
+    """Choices that tag different numbers of objects: every method scores the explained choice's own boxes, for a
+    choice and for contrasts either way (the model pads the fused choices' box rows to the most of them)."""
+    session = Session.from_pretrained("vle-tiny-shapes-vcr-q2a", head="vcr_q2a")
+    scene = make_scene(1_000_004)
+    annotation, metadata = make_vcr(scene, np.random.default_rng(1_000_004), "scene.png")
+    inputs = session.prepare_vcr(annotation, scene.image, metadata)
+    counts = [len(boxes) for boxes in inputs.model_inputs["patch_ids"][0]]
+    few, most = int(np.argmin(counts)), int(np.argmax(counts))
+    assert counts[few] < counts[most]
+    for method, options in (("raw_attention", {}), ("gradcam", {}), ("attnlrp", {}), ("saliency", {}),
+                            ("integrated_gradients", {"n_steps": 4})):
+        for target in (VCRChoice(few), VCRContrast(few, most), VCRContrast(most, few)):
+            e = explain(session.model, inputs, target, method, **options)
+            assert e.box_scores.shape == (counts[target.sequences[0]],), (method, target)

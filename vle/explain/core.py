@@ -88,6 +88,8 @@ def package(model, inputs, target, runner, attribution, seconds: float) -> Expla
     grid = model.config.patch_grid
     image = np.asarray(attribution.image, dtype=np.float64)
     expected = grid * grid + inputs.n_boxes
+    if inputs.is_vcr and image.ndim == 1 and len(image) > expected:  # the fused choices' padded box rows: not boxes
+        image = image[:expected]
     if image.shape != (expected,):
         raise RuntimeError(f"method {runner.name!r} returned {image.shape} image scores, expected ({expected},)")
     shown = inputs.for_target(target)

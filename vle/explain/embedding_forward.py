@@ -150,7 +150,9 @@ class EmbeddingForward:
         clip = vle.vision_model.vision_model.embeddings.patch_embedding
         if self.choices is not None:
             tokens = tokens[:, self.choices]
-            boxes = None if boxes is None else boxes[:, self.choices]
+            if boxes is not None:  # as many box rows as the fused choices' most boxes (the model pads to that)
+                most = max(len(self.example.model_inputs["patch_ids"][0][c]) for c in self.choices)
+                boxes = boxes[:, self.choices, :most]
         handles = [words.register_forward_hook(lambda _m, _a, out: tokens.reshape(out.shape).to(out.dtype)),
                    clip.register_forward_hook(
                        lambda _m, _a, out: patches.transpose(1, 2).reshape(out.shape).to(out.dtype))]
