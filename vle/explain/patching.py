@@ -27,15 +27,25 @@ Example:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
 from ..errors import InputError
-from .interventions import (_head_slices, ablate, attention_sites, hidden_sites, hooked, patch, record,
-                            recovered_fraction, replace_heads, site_module, with_image_features)
+from .embedding_forward import frozen_parameters
+from .interventions import (
+    _head_slices,
+    ablate,
+    attention_sites,
+    hidden_sites,
+    hooked,
+    patch,
+    record,
+    recovered_fraction,
+    replace_heads,
+    site_module,
+    with_image_features,
+)
 from .sweep import FusionTrace
 
 
@@ -101,19 +111,6 @@ def exact_patching(model, clean: dict, corrupted: dict, answer: int | None = Non
     return _result(answer, foil, float(_difference(clean_logits[0], answer, foil)), base, effects)
 
 
-@contextmanager
-def _frozen(model):
-    """Parameters without gradients for the block (restored after): a backward pass then reaches only activations."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def _keep_with_gradient(into: dict, site: str):
     def hook(_module, _args, output):
         value = output[0]
@@ -134,7 +131,7 @@ def attribution_patching(model, clean: dict, corrupted: dict, answer: int | None
     clean, corrupted = with_image_features(model, clean), with_image_features(model, corrupted)
     recorded, clean_logits = record(model, clean, every, pooled_only=model.reads_pooled_only())
     kept = {}
-    with _frozen(model), torch.enable_grad(), \
+    with frozen_parameters(model), torch.enable_grad(), \
             hooked([(site_module(model, s)[0], _keep_with_gradient(kept, s)) for s in every]):
         corrupted_logits = model(**corrupted, pooled_only=model.reads_pooled_only()).logits
         answer, foil = _targets(clean_logits, corrupted_logits, answer, foil)
