@@ -14,7 +14,7 @@ from captum.attr import KernelShap as CaptumKernelShap
 from ..inputs import background_fill
 from ..wrapper import TargetForward
 from .base import Attribution, Method, register, seeded
-from .occlusion import patch_groups, window_share, word_groups
+from .occlusion import PatchWordFeatures
 
 
 @register
@@ -26,26 +26,14 @@ class KernelShap(Method):
 
     def attribute(self, model, inputs, target):
         inputs = inputs.for_target(target)
-        grid, patch = model.config.patch_grid, model.config.patch_size
-        window = int(self.settings["patch_window"])
+        features = PatchWordFeatures(model, inputs, int(self.settings["patch_window"]))
         pixels = inputs.model_inputs["pixel_values"]
-        text_len = inputs.model_inputs["input_ids"].shape[-1]
-        image_mask = patch_groups(grid, patch, window, pixels.device)
-        n_cells = int(image_mask.max()) + 1
-        text_mask, n_words = word_groups(inputs.tokens, inputs.special_tokens, text_len, n_cells, pixels.device)
-        keep = torch.ones(1, text_len, device=pixels.device)
-        never_absent = (text_mask == n_cells + n_words).float()  # special tokens and padding: their baseline is 1
+        never_absent = (features.text_mask == features.special).float()  # special tokens, padding: baseline 1
         forward = TargetForward(model, inputs, target)
         with torch.no_grad(), seeded(self.settings["seed"]):
             image_attr, text_attr = CaptumKernelShap(lambda p, k: forward(pixel_values=p, text_keep=k)).attribute(
-                (pixels, keep), baselines=(background_fill(pixels), never_absent),
-                feature_mask=(image_mask, text_mask), n_samples=int(self.settings["n_samples"]),
+                (pixels, features.keep), baselines=(background_fill(pixels), never_absent),
+                feature_mask=(features.image_mask, features.text_mask), n_samples=int(self.settings["n_samples"]),
                 perturbations_per_eval=int(self.settings["batch_size"]))
-        cells = image_attr[0, 0, ::patch, ::patch]  # (grid, grid): every patch carries its window's value
-        image = torch.cat([cells.reshape(-1) / window_share(image_mask, patch), cells.new_zeros(inputs.n_boxes)])
-        text = text_attr[0].clone()
-        pieces = torch.bincount(text_mask[0], minlength=n_cells + n_words + 1).float()
-        text = text / pieces[text_mask[0]]
-        text[text_mask[0] == n_cells + n_words] = 0.0
-        return Attribution(image, text, {"patch_window": window, "windows": n_cells, "words": n_words,
-                                         "n_samples": int(self.settings["n_samples"])})
+        image, text = features.scores(image_attr, text_attr)
+        return Attribution(image, text, {**features.metadata(), "n_samples": int(self.settings["n_samples"])})

@@ -41,6 +41,36 @@ def word_groups(tokens, special_tokens, text_len: int, first_id: int, device=Non
     return torch.tensor([ids], device=device), n_words
 
 
+class PatchWordFeatures:
+    """The features occlusion and KernelSHAP perturb: windows of ``window`` × ``window`` patches, then words (one id
+    each; special tokens and padding share one more id, ``special``, whose value is discarded). ``scores`` turns
+    Captum's per-pixel and per-piece values into (patches + boxes,) and (text_len,) scores, a window's value shared
+    by its patches and a word's by its pieces."""
+
+    def __init__(self, model, inputs, window: int):
+        self.patch, self.window, self.n_boxes = model.config.patch_size, window, inputs.n_boxes
+        pixels = inputs.model_inputs["pixel_values"]
+        text_len = inputs.model_inputs["input_ids"].shape[-1]
+        self.image_mask = patch_groups(model.config.patch_grid, self.patch, window, pixels.device)
+        self.n_cells = int(self.image_mask.max()) + 1
+        self.text_mask, self.n_words = word_groups(inputs.tokens, inputs.special_tokens, text_len, self.n_cells,
+                                                   pixels.device)
+        self.special = self.n_cells + self.n_words
+        self.keep = torch.ones(1, text_len, device=pixels.device)  # (1, text_len): every token present
+
+    def scores(self, image_attr, text_attr) -> tuple[torch.Tensor, torch.Tensor]:
+        cells = image_attr[0, 0, ::self.patch, ::self.patch]  # (grid, grid): every patch carries its window's value
+        image = torch.cat([cells.reshape(-1) / window_share(self.image_mask, self.patch),
+                           cells.new_zeros(self.n_boxes)])
+        pieces = torch.bincount(self.text_mask[0], minlength=self.special + 1).float()
+        text = text_attr[0] / pieces[self.text_mask[0]]
+        text[self.text_mask[0] == self.special] = 0.0  # special tokens and padding are never perturbed
+        return image, text
+
+    def metadata(self) -> dict:
+        return {"patch_window": self.window, "windows": self.n_cells, "words": self.n_words}
+
+
 @register
 class Occlusion(Method):
     name = "occlusion"
@@ -50,23 +80,13 @@ class Occlusion(Method):
 
     def attribute(self, model, inputs, target):
         inputs = inputs.for_target(target)
-        grid, patch = model.config.patch_grid, model.config.patch_size
-        window = int(self.settings["patch_window"])
+        features = PatchWordFeatures(model, inputs, int(self.settings["patch_window"]))
         pixels = inputs.model_inputs["pixel_values"]
-        text_len = inputs.model_inputs["input_ids"].shape[-1]
-        image_mask = patch_groups(grid, patch, window, pixels.device)
-        n_cells = int(image_mask.max()) + 1
-        text_mask, n_words = word_groups(inputs.tokens, inputs.special_tokens, text_len, n_cells, pixels.device)
         forward = TargetForward(model, inputs, target)
-        keep = torch.ones(1, text_len, device=pixels.device)
         with torch.no_grad():
             image_attr, text_attr = FeatureAblation(lambda p, k: forward(pixel_values=p, text_keep=k)).attribute(
-                (pixels, keep), baselines=(background_fill(pixels), 0.0), feature_mask=(image_mask, text_mask),
+                (pixels, features.keep), baselines=(background_fill(pixels), 0.0),
+                feature_mask=(features.image_mask, features.text_mask),
                 perturbations_per_eval=int(self.settings["batch_size"]))
-        cells = image_attr[0, 0, ::patch, ::patch]  # (grid, grid): every patch carries its window's drop
-        image = torch.cat([cells.reshape(-1) / window_share(image_mask, patch), cells.new_zeros(inputs.n_boxes)])
-        text = text_attr[0].clone()
-        pieces = torch.bincount(text_mask[0], minlength=n_cells + n_words + 1).float()
-        text = text / pieces[text_mask[0]]
-        text[text_mask[0] == n_cells + n_words] = 0.0  # special tokens and padding are never occluded
-        return Attribution(image, text, {"patch_window": window, "windows": n_cells, "words": n_words})
+        image, text = features.scores(image_attr, text_attr)
+        return Attribution(image, text, features.metadata())
