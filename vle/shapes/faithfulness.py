@@ -25,7 +25,6 @@ VCR Q->A items per seed (``faithfulness_vcr``). A method that fails on a questio
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import InputError, check_int
 from ..explain.core import explain
@@ -37,7 +36,8 @@ from ..modeling_vle import VLEForVCRQ2A, VLEForVQA
 from ..processing_vle import VLEProcessor
 from .data import HELD_OUT_SEED, ScenePool, normalize
 from .evaluate import DEFAULT_SEED
-from .faithfulness_metrics import evidence_masks, guarded, object_relevance, object_removals, removal_rho, score
+from .faithfulness_metrics import (evidence_masks, guarded, object_relevance, object_removals, removal_rho, score,
+                                   scored_rows)
 from .faithfulness_stats import choose_default, summarise
 from .faithfulness_tables import format_table
 from .faithfulness_vcr import DEFAULT_VCR_MODEL, vcr_rows
@@ -119,15 +119,8 @@ def load_model(model, processor, head_class, dtype):
 def vqa_rows(seeds, n: int, methods, model, processor, cache, progress: bool = True) -> list[dict]:
     """One row per question (the layout of ``faithfulness_stats``): ``seed``, ``scene``, ``family``, ``question``,
     ``answer``, ``predicted``, each method's metrics (``methods``), and its failure or warning, if any."""
-    rows = []
-    with tqdm(total=n * len(seeds), desc="faithfulness", disable=not progress) as bar:
-        for seed in seeds:
-            for scene, example, inputs in examples(seed, n, processor):
-                inputs = inputs.for_model(model)
-                inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
-                rows.append(_vqa_row(model, inputs, scene, example, methods, seed))
-                bar.update()
-    return rows
+    items = lambda seed, count: examples(seed, count, processor)  # noqa: E731
+    return scored_rows(seeds, n, items, _vqa_row, methods, model, cache, "faithfulness", progress)
 
 
 def _vqa_row(model, inputs, scene, example, methods, seed) -> dict:

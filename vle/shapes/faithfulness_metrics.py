@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from tqdm.auto import tqdm
 
 from ..explain.faithfulness import ORDERS, auc, perturbation_curves
 from ..explain.inputs import expand_text
@@ -125,3 +126,17 @@ def guarded(row: dict, method: str, compute) -> None:
             row["failed"][method] = " ".join(f"{type(error).__name__}: {error}".split())[:300]
     if caught:
         row["warned"][method] = " ".join(str(caught[0].message).split())[:300]
+
+
+def scored_rows(seeds, n: int, items, row, methods, model, cache, desc: str, progress: bool = True) -> list[dict]:
+    """``row(model, inputs, scene, item, methods, seed)`` for every (scene, item, inputs) of ``items(seed, n)`` over
+    ``seeds``, with the scene's image features from ``cache`` and one progress bar: the VQA and VCR tables' loop."""
+    rows = []
+    with tqdm(total=n * len(seeds), desc=desc, disable=not progress) as bar:
+        for seed in seeds:
+            for scene, item, inputs in items(seed, n):
+                inputs = inputs.for_model(model)
+                inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
+                rows.append(row(model, inputs, scene, item, methods, seed))
+                bar.update()
+    return rows

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..explain.core import explain
@@ -25,7 +24,7 @@ from ..explain.inputs import ExplainInputs, forward
 from ..explain.targets import VCRChoice
 from ..vcr import build_vcr_inputs
 from .data import VCR_MAX_LENGTH, ScenePool, normalize
-from .faithfulness_metrics import guarded, score
+from .faithfulness_metrics import guarded, score, scored_rows
 from .tasks_vcr import make_vcr, tagged_objects
 
 DEFAULT_VCR_MODEL = "vle-tiny-shapes-vcr-q2a"
@@ -57,15 +56,8 @@ def vcr_rows(seeds, n: int, methods, model, processor, cache, progress: bool = T
     if getattr(model, "task", None) != "vcr_q2a":
         raise InputError(f"the VCR table explains Q->A items: the VCR model must be a Q->A model (such as "
                          f"{DEFAULT_VCR_MODEL}), got a {type(model).__name__}")
-    rows = []
-    with tqdm(total=n * len(seeds), desc="faithfulness (VCR)", disable=not progress) as bar:
-        for seed in seeds:
-            for scene, annotation, inputs in vcr_items(seed, n, processor, model.config.patch_size):
-                inputs = inputs.for_model(model)
-                inputs.image_features = cache.features(model, inputs.model_inputs["pixel_values"])
-                rows.append(_vcr_row(model, inputs, scene, annotation, methods, seed))
-                bar.update()
-    return rows
+    items = lambda seed, count: vcr_items(seed, count, processor, model.config.patch_size)  # noqa: E731
+    return scored_rows(seeds, n, items, _vcr_row, methods, model, cache, "faithfulness (VCR)", progress)
 
 
 def _vcr_row(model, inputs, scene, annotation, methods, seed) -> dict:
